@@ -1,0 +1,3 @@
+"""visionforge-resnet: ImageNet-style classification recipes (ResNet50 from scratch) for visionforge."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,332 @@
+"""Recipes and component configs (pydantic v2), YAML/JSON loading and ``--set`` overrides."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from visionforge import storage
+from visionforge.errors import ConfigError
+from visionforge.registry import REGISTRIES, Registry, format_validation_error
+
+
+class ComponentConfig(BaseModel):
+    """Base class for the config of a registered component: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ComponentSpec(BaseModel):
+    """A recipe block ``{type: NAME, **fields}``; fields are checked by the registry entry."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+
+    def fields(self) -> dict[str, Any]:
+        """The block without ``type``."""
+        return dict(self.model_extra or {})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **self.fields()}
+
+
+class ParamGroupRule(BaseModel):
+    """Parameters whose name matches ``pattern`` (fnmatch glob) get their own lr/decay."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pattern: str
+    lr_mult: float = 1.0
+    weight_decay: float | None = None
+
+
+class _OptimizerBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lr: float = Field(0.01, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    no_decay_norm_and_bias: bool = Field(
+        False, description="exclude normalization weights and biases from weight decay"
+    )
+    param_groups: list[ParamGroupRule] = Field(default_factory=list)
+    reference_batch_size: int | None = Field(
+        None, gt=0, description="scale lr by effective_batch / reference_batch_size"
+    )
+
+
+class SGDConfig(_OptimizerBase):
+    type: Literal["sgd"] = "sgd"
+    momentum: float = Field(0.0, ge=0)
+    nesterov: bool = False
+
+
+class AdamWConfig(_OptimizerBase):
+    type: Literal["adamw"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+
+OptimizerConfig = Annotated[SGDConfig | AdamWConfig, Field(discriminator="type")]
+
+
+class ScheduleConfig(BaseModel):
+    """Learning-rate schedule, stepped every optimizer step: linear warmup, then ``type``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["constant", "cosine", "step", "multistep"] = "constant"
+    warmup_epochs: float = Field(0.0, ge=0)
+    warmup_steps: int | None = Field(None, ge=0, description="overrides warmup_epochs")
+    warmup_lr_init: float = Field(0.0, ge=0, description="lr at step 0 of the warmup")
+    min_lr: float = Field(0.0, ge=0, description="cosine: final lr")
+    step_epochs: float = Field(30.0, gt=0, description="step: decay every this many epochs")
+    milestones: list[float] = Field(default_factory=list, description="multistep: epochs")
+    gamma: float = Field(0.1, gt=0, description="step/multistep: decay factor")
+
+
+class EMAConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decay: float = Field(0.9998, gt=0, lt=1)
+    warmup: bool = True
+    evaluate: bool = Field(True, description="evaluate (and pick best) with the EMA weights")
+
+
+class TrainerConfig(BaseModel):
+    """How to train: loop length, device, precision, checkpointing and logging."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1, description="per process")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    grad_accum_steps: int = Field(1, ge=1)
+    clip_grad_norm: float | None = Field(None, gt=0)
+    ema: EMAConfig | None = None
+    compile: bool = False
+    channels_last: bool = False
+    eval_every_epochs: int = Field(1, ge=1)
+    checkpoint_every_steps: int | None = Field(None, ge=1, description="besides every epoch")
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="cut epochs short")
+    output: str | None = Field(None, description="local path or fsspec URL; runs/<name>")
+    loggers: list[Literal["console", "csv", "tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=lambda: ["console", "csv"]
+    )
+    log_every_steps: int = Field(10, ge=1)
+    deterministic: bool = False
+    init_checkpoint: str | None = Field(None, description="weights to start from")
+
+
+class MixupConfig(BaseModel):
+    """timm Mixup/CutMix on training batches; labels become soft targets."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mixup_alpha: float = Field(0.2, ge=0)
+    cutmix_alpha: float = Field(1.0, ge=0)
+    prob: float = Field(1.0, ge=0, le=1)
+    switch_prob: float = Field(0.5, ge=0, le=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    num_classes: int = Field(..., ge=2)
+
+
+class LoaderConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    num_workers: int = Field(0, ge=0)
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    prefetch_factor: int | None = Field(None, ge=1)
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    train: ComponentSpec
+    val: ComponentSpec | None = None
+    loader: LoaderConfig = Field(default_factory=LoaderConfig)
+    mixup: MixupConfig | None = None
+    normalize_on_device: tuple[list[float], list[float]] | None = Field(
+        None, description="(mean, std): normalize uint8 batches on the training device"
+    )
+
+
+class ExportConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "onnx"
+
+
+class Recipe(BaseModel):
+    """A whole training recipe; component blocks are checked with :meth:`check_components`."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    name: str | None = None
+    model: ComponentSpec
+    data: DataConfig
+    loss: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="cross_entropy"))
+    optimizer: OptimizerConfig = Field(default_factory=SGDConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    evaluator: ComponentSpec | None = None
+    runner: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="local"))
+    export: ExportConfig | None = None
+
+    @model_validator(mode="after")
+    def _default_output(self) -> Recipe:
+        if self.trainer.output is None:
+            self.trainer.output = str(Path("runs") / (self.name or "run"))
+        return self
+
+    def component_blocks(self) -> list[tuple[str, Registry[Any], ComponentSpec]]:
+        """(dotted path, registry, block) for every component block present."""
+        blocks: list[tuple[str, Registry[Any], ComponentSpec | None]] = [
+            ("model", REGISTRIES.models, self.model),
+            ("data.train", REGISTRIES.datasets, self.data.train),
+            ("data.val", REGISTRIES.datasets, self.data.val),
+            ("loss", REGISTRIES.losses, self.loss),
+            ("evaluator", REGISTRIES.evaluators, self.evaluator),
+            ("runner", REGISTRIES.runners, self.runner),
+        ]
+        if self.export is not None:
+            export_spec = ComponentSpec.model_validate(self.export.model_dump())
+            blocks.append(("export", REGISTRIES.exporters, export_spec))
+        return [(p, r, b) for p, r, b in blocks if b is not None]
+
+    def check_components(self) -> None:
+        """Validate every block with its registry entry; raise ConfigError naming the path."""
+        for path, registry, block in self.component_blocks():
+            registry.validate(block.as_dict(), path)
+
+    def sha256(self) -> str:
+        """Hash of the canonical recipe (the lineage's recipe hash)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"trainer.epochs=3"`` -> (["trainer", "epochs"], 3); values are parsed as YAML."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. trainer.epochs=3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with each ``a.b.c=value`` override set."""
+    result = json.loads(json.dumps(data))
+    for item in overrides:
+        keys, value = parse_override(item)
+        node: Any = result
+        for i, key in enumerate(keys[:-1]):
+            child = node.get(key) if isinstance(node, dict) else None
+            if child is None:
+                child = {}
+                node[key] = child
+            elif not isinstance(child, dict):
+                where = ".".join(keys[: i + 1])
+                raise ConfigError(f"--set {item!r}: {where} is not a block")
+            node = child
+        node[keys[-1]] = value
+    return result
+
+
+def read_recipe_data(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse a YAML/JSON recipe file or URL into a dict, with line-numbered syntax errors."""
+    text_path = os.fspath(path)
+    text = storage.read_text(text_path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{text_path}{where}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{text_path}: a recipe must be a mapping of blocks (model, data, ...)")
+    return data
+
+
+def recipe_from_dict(
+    data: Mapping[str, Any],
+    overrides: Iterable[str] = (),
+    source: str = "recipe",
+    check: bool = True,
+) -> Recipe:
+    """Validate a recipe dict (after overrides); errors are one line naming the field."""
+    merged = apply_overrides(dict(data), overrides)
+    try:
+        recipe = Recipe.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {format_validation_error(err, '')}") from None
+    if check:
+        try:
+            recipe.check_components()
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+    return recipe
+
+
+def load_recipe(
+    path: str | os.PathLike[str], overrides: Iterable[str] = (), check: bool = True
+) -> Recipe:
+    """Load, override and validate a recipe file (local path or fsspec URL)."""
+    data = read_recipe_data(path)
+    data.setdefault("name", Path(os.fspath(path)).parent.name or Path(os.fspath(path)).stem)
+    return recipe_from_dict(data, overrides, source=os.fspath(path), check=check)
+
+
+def recipe_json_schema() -> dict[str, Any]:
+    """JSON Schema of a recipe with every installed component's fields per ``type``."""
+    schema = Recipe.model_json_schema()
+    defs = schema.setdefault("$defs", {})
+    kinds = {
+        "model": REGISTRIES.models,
+        "dataset": REGISTRIES.datasets,
+        "loss": REGISTRIES.losses,
+        "evaluator": REGISTRIES.evaluators,
+        "runner": REGISTRIES.runners,
+        "exporter": REGISTRIES.exporters,
+    }
+    for kind, registry in kinds.items():
+        variants = []
+        for entry in registry.entries():
+            sub = entry.config.model_json_schema(ref_template="#/$defs/{model}")
+            defs.update(sub.pop("$defs", {}))
+            sub.setdefault("properties", {})["type"] = {
+                "enum": [entry.name, entry.qualified_name],
+                "description": entry.description,
+            }
+            sub["required"] = ["type", *sub.get("required", [])]
+            sub["title"] = entry.qualified_name
+            variants.append(sub)
+        defs[f"{kind}_component"] = {"oneOf": variants} if variants else {"type": "object"}
+    props = schema["properties"]
+    props["model"] = {"$ref": "#/$defs/model_component"}
+    props["loss"] = {"$ref": "#/$defs/loss_component"}
+    props["evaluator"] = {"$ref": "#/$defs/evaluator_component"}
+    props["runner"] = {"$ref": "#/$defs/runner_component"}
+    data_props = defs["DataConfig"]["properties"]
+    data_props["train"] = {"$ref": "#/$defs/dataset_component"}
+    data_props["val"] = {"$ref": "#/$defs/dataset_component"}
+    return schema

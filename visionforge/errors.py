@@ -1,0 +1,43 @@
+"""Exception types. Every error a user can cause is a :class:`VisionforgeError` whose
+message is one readable line naming the field or file at fault and what to do."""
+
+from __future__ import annotations
+
+
+class VisionforgeError(Exception):
+    """Base class for errors caused by user input (recipes, files, names)."""
+
+
+class RegistryError(VisionforgeError, LookupError):
+    """A registry lookup or registration failed."""
+
+
+class UnknownComponentError(RegistryError, KeyError):
+    """No component of that name is registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class AmbiguousComponentError(RegistryError):
+    """A bare name matches components of several plugins."""
+
+
+class DuplicateComponentError(RegistryError):
+    """A qualified name was registered twice."""
+
+
+class ConfigError(VisionforgeError, ValueError):
+    """A recipe or component config is invalid; the message names the dotted path."""
+
+
+class PluginLoadError(VisionforgeError, ImportError):
+    """A plugin failed to load (raised only with VISIONFORGE_STRICT_PLUGINS=1)."""
+
+
+class CheckpointError(VisionforgeError):
+    """A checkpoint is missing, unreadable or does not fit the model."""
+
+
+class StorageError(VisionforgeError, OSError):
+    """A path or URL cannot be read or written."""

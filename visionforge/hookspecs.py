@@ -1,0 +1,52 @@
+"""Hook specifications that plugins implement with ``@visionforge.hookimpl``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from visionforge.registry import Registries
+
+hookspec = pluggy.HookspecMarker("visionforge")
+hookimpl = pluggy.HookimplMarker("visionforge")
+
+
+@hookspec
+def visionforge_register(registries: Registries) -> None:
+    """Register components. Keep this torch-free: pass builders as lazy
+    ``"package.module:function"`` references."""
+
+
+@hookspec
+def visionforge_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add subcommands to the ``visionforge`` command. Set ``func`` with
+    ``parser.set_defaults(func=...)``; it receives the parsed namespace and returns an
+    exit code."""
+
+
+@hookspec
+def visionforge_train_start(trainer: Any) -> None:
+    """Called once before the first training step (after a resume, too)."""
+
+
+@hookspec
+def visionforge_train_step_end(trainer: Any, step: int, losses: dict[str, float]) -> None:
+    """Called after each optimizer step with the step's scalar losses."""
+
+
+@hookspec
+def visionforge_epoch_end(trainer: Any, epoch: int, metrics: dict[str, float]) -> None:
+    """Called after each epoch (and its evaluation) with the epoch's metrics."""
+
+
+@hookspec
+def visionforge_checkpoint_saved(trainer: Any, path: str) -> None:
+    """Called after a checkpoint was written (e.g. to sync it elsewhere)."""
+
+
+@hookspec
+def visionforge_train_end(trainer: Any, metrics: dict[str, float]) -> None:
+    """Called once when training finishes or stops on a signal."""
