@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from visionforge.config import ComponentConfig, Recipe, load_recipe
 from visionforge.errors import ConfigError, VisionforgeError
 from visionforge.hookspecs import hookimpl
-from visionforge.plugins import LOADER as _LOADER  # wires the registries to the plugin loader
+from visionforge.plugins import LOADER  # wires the registries to the plugin loader
 from visionforge.registry import REGISTRIES, Registries, Registry
 
 __version__ = "0.1.0"
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from visionforge.engine.trainer import Trainer
 
 __all__ = [
+    "LOADER",
     "REGISTRIES",
     "ComponentConfig",
     "ConfigError",

@@ -113,10 +113,10 @@ def atomic_local_path(target: PathLike) -> Iterator[Path]:
 def put_file(local: PathLike, url: PathLike) -> None:
     """Copy a local file to ``url`` (a plain copy when ``url`` is local)."""
     if not is_remote(url):
-        with atomic_local_path(os.fspath(url).removeprefix("file://")) as tmp:
-            with open(local, "rb") as src, open(tmp, "wb") as dst:
-                while chunk := src.read(1 << 20):
-                    dst.write(chunk)
+        target = os.fspath(url).removeprefix("file://")
+        with atomic_local_path(target) as tmp, open(local, "rb") as src, open(tmp, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
         return
     fs, path = filesystem(url)
     fs.put_file(os.fspath(local), path)
