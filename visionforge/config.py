@@ -102,6 +102,13 @@ class EMAConfig(BaseModel):
     evaluate: bool = Field(True, description="evaluate (and pick best) with the EMA weights")
 
 
+LoggerName = Literal["console", "csv", "tensorboard", "mlflow", "wandb"]
+
+
+def _default_loggers() -> list[LoggerName]:
+    return ["console", "csv"]
+
+
 class TrainerConfig(BaseModel):
     """How to train: loop length, device, precision, checkpointing and logging."""
 
@@ -121,9 +128,7 @@ class TrainerConfig(BaseModel):
     checkpoint_every_steps: int | None = Field(None, ge=1, description="besides every epoch")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cut epochs short")
     output: str | None = Field(None, description="local path or fsspec URL; runs/<name>")
-    loggers: list[Literal["console", "csv", "tensorboard", "mlflow", "wandb"]] = Field(
-        default_factory=lambda: ["console", "csv"]
-    )
+    loggers: list[LoggerName] = Field(default_factory=_default_loggers)
     log_every_steps: int = Field(10, ge=1)
     deterministic: bool = False
     init_checkpoint: str | None = Field(None, description="weights to start from")

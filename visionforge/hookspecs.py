@@ -21,7 +21,7 @@ def visionforge_register(registries: Registries) -> None:
 
 
 @hookspec
-def visionforge_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def visionforge_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add subcommands to the ``visionforge`` command. Set ``func`` with
     ``parser.set_defaults(func=...)``; it receives the parsed namespace and returns an
     exit code."""

@@ -97,7 +97,7 @@ def read_manifest(artifact: str) -> dict[str, Any]:
         ) from None
     except json.JSONDecodeError as err:
         raise StorageError(f"{where}: invalid manifest JSON: {err}") from None
-    return data  # type: ignore[no-any-return]
+    return data
 
 
 def _parent_ref(parent: str) -> dict[str, Any]:

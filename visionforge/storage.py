@@ -68,14 +68,14 @@ def open_file(url: PathLike, mode: str = "rb", **kwargs: Any) -> IO[Any]:
     """Open a local file or URL; a missing file raises StorageError naming it."""
     fs, path = filesystem(url)
     try:
-        return fs.open(path, mode, **kwargs)  # type: ignore[no-any-return]
+        return fs.open(path, mode, **kwargs)
     except FileNotFoundError:
         raise StorageError(f"{os.fspath(url)}: file not found") from None
 
 
 def read_bytes(url: PathLike) -> bytes:
     with open_file(url, "rb") as f:
-        return f.read()  # type: ignore[no-any-return]
+        return f.read()
 
 
 def read_text(url: PathLike) -> str:
