@@ -122,7 +122,8 @@ def test_import_list_and_validate_never_import_torch(tmp_path: Path) -> None:
         for registry in visionforge.REGISTRIES.all().values():
             registry.names()
         visionforge.load_recipe({str(recipe)!r})
-        heavy = sorted(m for m in sys.modules if m.split(".")[0] in {{"torch", "torchvision", "timm"}})
+        heavy = {{"torch", "torchvision", "timm"}}
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in heavy)
         assert not heavy, heavy[:5]
         print(elapsed)
         """
