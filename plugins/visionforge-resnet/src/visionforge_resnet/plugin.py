@@ -1,11 +1,28 @@
-"""Entry module of the resnet plugin: registers its components (torch-free)."""
+"""Entry module of the resnet plugin: registers its components and CLI (torch-free)."""
 
 from __future__ import annotations
 
+import argparse
+
 from visionforge import hookimpl
 from visionforge.registry import Registries
+from visionforge_resnet.configs import ResNetConfig
 
 
 @hookimpl
 def visionforge_register(registries: Registries) -> None:
-    """Nothing registered yet."""
+    """Register the ``resnet`` model (ResNet-18/34/50/101/152 by ``depth``)."""
+    registries.models.register(
+        "resnet",
+        config=ResNetConfig,
+        builder="visionforge_resnet.models:build_resnet",
+        description="timm ResNet by depth (18/34/50/101/152), from scratch",
+    )
+
+
+@hookimpl
+def visionforge_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``visionforge resnet prepare|make-tiny|recipe|presets|curve``."""
+    from visionforge_resnet.cli import add_commands
+
+    add_commands(subparsers)
