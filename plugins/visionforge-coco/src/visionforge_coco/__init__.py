@@ -1,3 +1,3 @@
-"""visionforge-coco: COCO and YOLO datasets, converters, split, verify and COCO evaluation for visionforge."""
+"""visionforge-coco: COCO/YOLO datasets, converters, split, verify and COCO evaluation."""
 
 __version__ = "0.1.0"

@@ -1,0 +1,486 @@
+"""YOLO <-> COCO conversion: boxes, polygons, crowd annotations, 1-based category ids.
+
+Outputs are built in a staging directory and swapped in at the end (see ``staging``), so a
+failed conversion never leaves a partial dataset. Images are copied, hard-linked or
+symlinked; unchanged outputs of a previous run are reused, not rewritten.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pycocotools import mask as mask_utils
+from tqdm import tqdm
+
+from visionforge_coco.cocofile import (
+    annotation_problems,
+    dumps_coco,
+    image_problems,
+    load_coco,
+    read_json,
+    safe_relative,
+    structure_problems,
+)
+from visionforge_coco.imageinfo import image_size
+from visionforge_coco.problems import DataFormatError, Problem
+from visionforge_coco.staging import LinkMode, StagedDir
+from visionforge_coco.yolo import (
+    SPLITS,
+    LabelRow,
+    Pair,
+    format_row,
+    labels_dir_for,
+    pair_images_and_labels,
+    parse_label_text,
+    read_data_yaml,
+)
+
+CROWD_FILE = "crowd.json"
+"""Per split, beside the label files: crowd annotations YOLO rows cannot hold."""
+REPORT_FILE = "conversion_report.json"
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class ConvertReport:
+    """What a conversion did; ``skipped`` lists every item left out (``--skip-invalid``)."""
+
+    output: str
+    images: int = 0
+    annotations: int = 0
+    clipped: int = 0
+    crowd: int = 0
+    skipped: list[Problem] = field(default_factory=list)
+    notes: list[Problem] = field(default_factory=list)
+    rewritten: int = 0
+    reused: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{self.images} images, {self.annotations} annotations -> {self.output} "
+            f"({self.clipped} clipped, {self.crowd} crowd, {len(self.skipped)} skipped, "
+            f"{self.reused} unchanged files reused) in {self.seconds:.2f}s"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("seconds")
+        return data
+
+
+def parallel_map(
+    fn: Callable[[T], R], items: Sequence[T], workers: int | None, desc: str, progress: bool
+) -> list[R]:
+    """``[fn(x) for x in items]`` on a thread pool, in order, with a tqdm bar."""
+    workers = workers or min(16, (os.cpu_count() or 1) * 4)
+    bar = tqdm(total=len(items), desc=desc, unit="img", disable=not progress, leave=False)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = []
+        for result in pool.map(fn, items, chunksize=64):
+            results.append(result)
+            bar.update()
+    bar.close()
+    return results
+
+
+def _stop_on(problems: list[Problem], skip_invalid: bool) -> None:
+    if problems and not skip_invalid:
+        more = f"; {len(problems) - 1} more problem(s)" if len(problems) > 1 else ""
+        raise DataFormatError(
+            f"{problems[0]}{more} (fix them, or pass --skip-invalid to skip and report them)"
+        )
+
+
+# ---------------------------------------------------------------- YOLO -> COCO
+
+
+@dataclass
+class _YoloImage:
+    pair: Pair
+    image_id: int
+    file_name: str
+    width: int = 0
+    height: int = 0
+    rows: list[LabelRow] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    clipped: int = 0
+
+
+def _polygon_area(points: list[float], width: int, height: int) -> float:
+    rle = mask_utils.frPyObjects([points], height, width)
+    return float(mask_utils.area(mask_utils.merge(rle)))
+
+
+def _coco_annotation(row: LabelRow, width: int, height: int) -> dict[str, Any]:
+    if row.kind == "box":
+        cx, cy, w, h = row.coords
+        bw, bh = w * width, h * height
+        bbox = [cx * width - bw / 2, cy * height - bh / 2, bw, bh]
+        return {"category_id": row.class_id + 1, "bbox": bbox, "area": bw * bh, "iscrowd": 0}
+    xs = [v * width for v in row.coords[0::2]]
+    ys = [v * height for v in row.coords[1::2]]
+    points = [c for xy in zip(xs, ys, strict=True) for c in xy]
+    x0, y0 = min(xs), min(ys)
+    return {
+        "category_id": row.class_id + 1,
+        "bbox": [x0, y0, max(xs) - x0, max(ys) - y0],
+        "area": _polygon_area(points, width, height),
+        "segmentation": [points],
+        "iscrowd": 0,
+    }
+
+
+def _read_crowd(labels_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    path = labels_dir / CROWD_FILE
+    if not path.is_file():
+        return {}
+    data = read_json(path)
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise DataFormatError(f"{path}: expected {{image path: [crowd annotations]}}")
+    return data
+
+
+def yolo_to_coco(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    split: str | None = None,
+    id_names: bool = False,
+    link: LinkMode = "copy",
+    skip_invalid: bool = False,
+    tolerance: float = 0.01,
+    workers: int | None = None,
+    progress: bool = True,
+) -> ConvertReport:
+    """Convert a YOLO root (with data.yaml) to COCO.
+
+    With ``split`` DST gets ``images/`` and ``annotations.json``; without, one such folder
+    per split in data.yaml (``DST/<split>/...``). Category ids are 1-based, named from
+    data.yaml. ``id_names`` names files ``{image_id:06d}<ext>``.
+    """
+    start = time.perf_counter()
+    data = read_data_yaml(src)
+    if split is not None and split not in data.splits:
+        known = ", ".join(data.splits)
+        raise DataFormatError(f"{data.path}: no split {split!r} (has: {known})")
+    splits = [split] if split is not None else list(data.splits)
+    report = ConvertReport(output=os.fspath(dst))
+    categories = [{"id": i + 1, "name": n} for i, n in enumerate(data.names)]
+    with StagedDir(dst) as out:
+        for name in splits:
+            prefix = "" if split is not None else f"{name}/"
+            coco = _convert_yolo_split(
+                data.splits[name],
+                data.num_classes,
+                out,
+                prefix,
+                name,
+                id_names,
+                link,
+                skip_invalid,
+                tolerance,
+                workers,
+                progress,
+                report,
+            )
+            coco["categories"] = categories
+            out.write_bytes(f"{prefix}annotations.json", dumps_coco(coco))
+        report.seconds = time.perf_counter() - start
+        report.rewritten, report.reused = out.rewritten, out.reused
+        out.write_bytes(REPORT_FILE, dumps_coco(report.as_json()))
+    return report
+
+
+def _convert_yolo_split(
+    images_dir: Path,
+    num_classes: int,
+    out: StagedDir,
+    prefix: str,
+    split: str,
+    id_names: bool,
+    link: LinkMode,
+    skip_invalid: bool,
+    tolerance: float,
+    workers: int | None,
+    progress: bool,
+    report: ConvertReport,
+) -> dict[str, Any]:
+    pairing = pair_images_and_labels(images_dir)
+    labels_dir = labels_dir_for(images_dir)
+    crowd = _read_crowd(labels_dir)
+    problems = [
+        Problem(str(p), "label file without an image (same path under images/ expected)")
+        for p in pairing.orphan_labels
+    ]
+    items = [
+        _YoloImage(
+            pair=pair,
+            image_id=i + 1,
+            file_name=f"{i + 1:06d}{pair.image.suffix.lower()}" if id_names else pair.rel,
+        )
+        for i, pair in enumerate(pairing.pairs)
+    ]
+    unknown_crowd = set(crowd) - {p.rel for p in pairing.pairs}
+    problems.extend(
+        Problem(str(labels_dir / CROWD_FILE), f"crowd entry for {rel!r}, which has no image")
+        for rel in sorted(unknown_crowd)
+    )
+
+    def work(item: _YoloImage) -> _YoloImage:
+        pair = item.pair
+        try:
+            item.width, item.height = image_size(pair.image)
+        except DataFormatError as err:
+            item.problems.append(Problem(str(pair.image), str(err).split(": ", 1)[-1]))
+        if pair.label is None:
+            item.problems.append(
+                Problem(
+                    str(pair.image),
+                    "image without a label file (add an empty "
+                    f"{Path(pair.rel).with_suffix('.txt')} under labels/ for a background image)",
+                )
+            )
+        else:
+            parsed = parse_label_text(
+                pair.label.read_text(), str(pair.label), num_classes, tolerance
+            )
+            item.rows, item.clipped = parsed.rows, parsed.clipped
+            item.problems.extend(parsed.problems)
+        if not item.problems:
+            out.place(pair.image, f"{prefix}images/{item.file_name}", link)
+        return item
+
+    done = parallel_map(work, items, workers, f"yolo->coco {split}", progress)
+    problems.extend(p for item in done for p in item.problems)
+    _stop_on(problems, skip_invalid)
+    report.skipped.extend(problems)
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    for item in done:
+        if item.problems:
+            continue
+        images.append(
+            {
+                "id": item.image_id,
+                "file_name": item.file_name,
+                "width": item.width,
+                "height": item.height,
+            }
+        )
+        for row in item.rows:
+            ann = _coco_annotation(row, item.width, item.height)
+            annotations.append({"id": len(annotations) + 1, "image_id": item.image_id, **ann})
+        for extra in crowd.get(item.pair.rel, []):
+            ann = {k: v for k, v in extra.items() if k not in ("id", "image_id")}
+            annotations.append(
+                {"id": len(annotations) + 1, "image_id": item.image_id, **ann, "iscrowd": 1}
+            )
+            report.crowd += 1
+        report.clipped += item.clipped
+    report.images += len(images)
+    report.annotations += len(annotations)
+    return {"images": images, "annotations": annotations}
+
+
+# ---------------------------------------------------------------- COCO -> YOLO
+
+RowMode = Literal["auto", "box", "polygon"]
+CrowdMode = Literal["keep", "box"]
+
+
+def _norm_box(bbox: Sequence[float], width: int, height: int) -> list[float]:
+    x, y, w, h = bbox
+    return [(x + w / 2) / width, (y + h / 2) / height, w / width, h / height]
+
+
+def _norm_polygon(points: Sequence[float], width: int, height: int) -> list[float]:
+    return [v / (width if i % 2 == 0 else height) for i, v in enumerate(points)]
+
+
+def _has_polygon(ann: dict[str, Any]) -> bool:
+    seg = ann.get("segmentation")
+    return isinstance(seg, list) and len(seg) > 0
+
+
+def _bad_indices(problems: Iterable[tuple[int, Problem]], kept: list[Problem]) -> set[int]:
+    bad = set()
+    for index, problem in problems:
+        bad.add(index)
+        kept.append(problem)
+    return bad
+
+
+def coco_to_yolo(
+    images_dir: str | os.PathLike[str],
+    annotations: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    split: str = "train",
+    link: LinkMode = "copy",
+    rows: RowMode = "auto",
+    crowd: CrowdMode = "keep",
+    skip_invalid: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+) -> ConvertReport:
+    """Convert COCO (images dir + annotations JSON) into the YOLO root ``dst``, split ``split``.
+
+    Class ``i`` is the i-th category by ascending id; data.yaml lists the names. ``rows``:
+    ``auto`` writes polygons when every non-crowd annotation has one, else boxes. Crowd
+    annotations go to ``labels/<split>/crowd.json`` (``keep``) or become box rows (``box``).
+    Other splits already in ``dst`` are kept.
+    """
+    start = time.perf_counter()
+    if split not in SPLITS:
+        raise DataFormatError(f"--split {split!r}: a YOLO split is one of {', '.join(SPLITS)}")
+    source = os.fspath(annotations)
+    data = load_coco(source, check=False)
+    fatal = structure_problems(data, source)
+    if fatal:
+        raise DataFormatError(str(fatal[0]))
+    report = ConvertReport(output=os.fspath(dst))
+    problems: list[Problem] = []
+    bad_images = _bad_indices(image_problems(data, source), problems)
+    bad_anns = _bad_indices(annotation_problems(data, source), problems)
+    _stop_on(problems, skip_invalid)
+    report.skipped.extend(problems)
+    cats = sorted(data["categories"], key=lambda c: c["id"])
+    class_of = {c["id"]: i for i, c in enumerate(cats)}
+    images = [img for i, img in enumerate(data["images"]) if i not in bad_images]
+    by_image: dict[int, list[dict[str, Any]]] = {img["id"]: [] for img in images}
+    for i, ann in enumerate(data["annotations"]):
+        if i not in bad_anns and ann["image_id"] in by_image:
+            by_image[ann["image_id"]].append(ann)
+    plain = [a for anns in by_image.values() for a in anns if not a.get("iscrowd")]
+    use_polygons = rows == "polygon" or (
+        rows == "auto" and bool(plain) and all(_has_polygon(a) for a in plain)
+    )
+    root = Path(images_dir)
+    crowd_out: dict[str, list[dict[str, Any]]] = {}
+
+    with StagedDir(dst) as out:
+        _carry_other_splits(out, split)
+
+        def work(img: dict[str, Any]) -> tuple[Problem | None, list[Problem]]:
+            rel = safe_relative(img["file_name"])
+            assert rel is not None
+            src_path = root / rel
+            if not src_path.is_file():
+                where = f"{source}: image id {img['id']}"
+                return Problem(where, f"image file {src_path} not found"), []
+            lines, notes = _yolo_lines(
+                img, by_image[img["id"]], class_of, use_polygons, crowd, crowd_out, rel, source
+            )
+            out.place(src_path, f"images/{split}/{rel}", link)
+            label_rel = posixpath.splitext(rel)[0] + ".txt"
+            out.write_bytes(f"labels/{split}/{label_rel}", "".join(lines).encode())
+            return None, notes
+
+        results = parallel_map(work, images, workers, f"coco->yolo {split}", progress)
+        missing = [p for p, _ in results if p is not None]
+        _stop_on(missing, skip_invalid)
+        report.skipped.extend(missing)
+        report.notes.extend(n for _, notes in results for n in notes)
+        written = [img for img, (p, _) in zip(images, results, strict=True) if p is None]
+        report.images = len(written)
+        report.annotations = sum(len(by_image[img["id"]]) for img in written)
+        report.crowd = sum(1 for img in written for a in by_image[img["id"]] if a.get("iscrowd"))
+        if crowd_out:
+            out.write_bytes(
+                f"labels/{split}/{CROWD_FILE}", dumps_coco(dict(sorted(crowd_out.items())))
+            )
+        out.write_bytes("data.yaml", _data_yaml(out, split, [c["name"] for c in cats]))
+        report.seconds = time.perf_counter() - start
+        report.rewritten, report.reused = out.rewritten, out.reused
+        out.write_bytes(f"{split}_{REPORT_FILE}", dumps_coco(report.as_json()))
+    return report
+
+
+def _yolo_lines(
+    img: dict[str, Any],
+    anns: list[dict[str, Any]],
+    class_of: dict[int, int],
+    use_polygons: bool,
+    crowd: CrowdMode,
+    crowd_out: dict[str, list[dict[str, Any]]],
+    rel: str,
+    source: str,
+) -> tuple[list[str], list[Problem]]:
+    width, height = img["width"], img["height"]
+    lines: list[str] = []
+    notes: list[Problem] = []
+    for ann in anns:
+        where = f"{source}: annotation id {ann['id']}"
+        cls = class_of[ann["category_id"]]
+        if ann.get("iscrowd"):
+            if crowd == "keep":
+                keep = {k: v for k, v in ann.items() if k not in ("id", "image_id", "iscrowd")}
+                crowd_out.setdefault(rel, []).append(keep)
+                continue
+            notes.append(Problem(where, "crowd annotation converted to an ordinary box row"))
+        elif use_polygons and _has_polygon(ann):
+            parts = ann["segmentation"]
+            part = max(parts, key=lambda p: _polygon_area(p, width, height))
+            if len(parts) > 1:
+                notes.append(Problem(where, f"{len(parts)}-part polygon: kept its largest part"))
+            lines.append(format_row(cls, _norm_polygon(part, width, height)) + "\n")
+            continue
+        elif use_polygons:
+            notes.append(Problem(where, "no polygon: written as a box-shaped polygon"))
+            x, y, w, h = ann["bbox"]
+            corners = [x, y, x + w, y, x + w, y + h, x, y + h]
+            lines.append(format_row(cls, _norm_polygon(corners, width, height)) + "\n")
+            continue
+        lines.append(format_row(cls, _norm_box(ann["bbox"], width, height)) + "\n")
+    return lines, notes
+
+
+def _carry_other_splits(out: StagedDir, split: str) -> None:
+    """Hard-link the files of the other splits of an existing YOLO root into the stage."""
+    if not out.final.is_dir():
+        return
+    for top in ("images", "labels"):
+        base = out.final / top
+        if not base.is_dir():
+            continue
+        for child in base.iterdir():
+            if child.name == split:
+                continue
+            for dirpath, _, files in os.walk(child):
+                for name in files:
+                    rel = (Path(dirpath) / name).relative_to(out.final).as_posix()
+                    os.link(out.final / rel, out.path(rel))
+    for report in out.final.glob(f"*_{REPORT_FILE}"):
+        if not report.name.startswith(f"{split}_"):
+            os.link(report, out.path(report.name))
+
+
+def _data_yaml(out: StagedDir, split: str, names: list[str]) -> bytes:
+    entries: dict[str, Any] = {"path": "."}
+    old = out.final / "data.yaml"
+    if old.is_file():
+        previous = read_data_yaml(old)
+        if previous.names != names:
+            raise DataFormatError(
+                f"{old}: has classes {previous.names}, this conversion {names}; "
+                "convert into a new directory"
+            )
+        for name in previous.splits:
+            if name != split:
+                entries[name] = f"images/{name}"
+    entries[split] = f"images/{split}"
+    ordered = {"path": ".", **{s: entries[s] for s in SPLITS if s in entries}}
+    ordered["nc"] = len(names)
+    ordered["names"] = names
+    return yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True).encode()

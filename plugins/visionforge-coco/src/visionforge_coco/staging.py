@@ -1,0 +1,110 @@
+"""Write an output directory as a whole: build it in a temporary sibling, swap it in at the end.
+
+A failure leaves the previous output (or nothing) in place, never a half-written directory.
+Outputs identical to the previous run's are carried over as hard links of the old files,
+so unchanged images and annotation files are not rewritten (same inode, same mtime).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+from visionforge_coco.problems import DataFormatError
+
+LinkMode = Literal["copy", "hard", "sym"]
+
+
+class StagedDir:
+    """A directory written through a staging sibling; use as a context manager."""
+
+    def __init__(self, final: str | os.PathLike[str]) -> None:
+        self.final = Path(final).absolute()
+        self.stage = self.final.with_name(f".{self.final.name}.{uuid.uuid4().hex[:8]}.tmp")
+        self.rewritten = 0
+        self.reused = 0
+
+    def __enter__(self) -> StagedDir:
+        self.stage.mkdir(parents=True)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            shutil.rmtree(self.stage, ignore_errors=True)
+
+    def path(self, rel: str) -> Path:
+        """Staging path of ``rel`` (parent directories created)."""
+        target = self.stage / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def _reuse(self, rel: str, target: Path) -> bool:
+        try:
+            os.link(self.final / rel, target)
+        except OSError:
+            return False
+        self.reused += 1
+        return True
+
+    def place(self, src: Path, rel: str, mode: LinkMode) -> None:
+        """Put ``src`` at ``rel``: copied, hard-linked or symlinked; unchanged ones reused."""
+        target = self.path(rel)
+        old = self.final / rel
+        if mode == "sym":
+            os.symlink(src.absolute(), target)
+            return
+        unchanged = old.exists() and not old.is_symlink() and _same_content(src, old, mode)
+        if unchanged and self._reuse(rel, target):
+            return
+        try:
+            if mode == "hard":
+                os.link(src, target)
+            else:
+                shutil.copy2(src, target)
+        except OSError as err:
+            if mode == "hard" and err.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                raise DataFormatError(
+                    f"{src}: cannot hard-link into {self.final} ({err.strerror}); "
+                    "use --link copy or --link sym"
+                ) from None
+            raise
+        self.rewritten += 1
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write a file; reuse the previous output when its bytes are identical."""
+        target = self.path(rel)
+        old = self.final / rel
+        unchanged = old.is_file() and old.stat().st_size == len(data) and old.read_bytes() == data
+        if unchanged and self._reuse(rel, target):
+            return
+        target.write_bytes(data)
+        self.rewritten += 1
+
+    def commit(self) -> None:
+        """Swap the staging directory into place."""
+        old = None
+        if self.final.exists():
+            old = self.final.with_name(f".{self.final.name}.{uuid.uuid4().hex[:8]}.old")
+            os.replace(self.final, old)
+        os.replace(self.stage, self.final)
+        if old is not None:
+            shutil.rmtree(old)
+
+
+def _same_content(src: Path, old: Path, mode: LinkMode) -> bool:
+    if mode == "hard":
+        return os.path.samefile(src, old)
+    a, b = src.stat(), old.stat()
+    return a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns
