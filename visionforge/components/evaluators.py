@@ -1,0 +1,185 @@
+"""Top-k classification accuracy, with optional per-class accuracy and a confusion matrix."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+
+from visionforge import storage
+from visionforge.components.configs import TopKConfig
+from visionforge.errors import ConfigError
+
+CONFUSION_PNG_MAX_CLASSES = 50
+
+
+class TopKAccuracy:
+    """Fraction of samples whose label is among the ``k`` highest logits, for each ``k``.
+
+    ``k`` larger than the number of classes ``K`` is computed as ``min(k, K)`` and still
+    reported as ``top{k}``. Soft targets (mixup/cutmix) count their argmax as the label.
+    Counts stay on the logits' device until :meth:`compute`. Set ``class_names`` (e.g. from
+    the dataset) to name classes in per-class metrics and reports.
+    """
+
+    mode: Literal["max", "min"] = "max"
+
+    def __init__(
+        self,
+        ks: Sequence[int] = (1, 5),
+        per_class: bool = False,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        if not ks or any(k < 1 for k in ks):
+            raise ConfigError(f"evaluator.k: expected positive integers, got {list(ks)}")
+        self.ks = tuple(ks)
+        self.per_class = per_class
+        self.class_names = list(class_names) if class_names is not None else None
+        self.primary_metric = "top1" if 1 in self.ks else f"top{self.ks[0]}"
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every update."""
+        self._correct: torch.Tensor | None = None
+        self._total = 0
+        self._confusion: torch.Tensor | None = None
+
+    def update(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> None:
+        """Count one batch: ``outputs["logits"]`` ``[B, K]``, ``batch["label"]`` ``[B]`` or
+        ``[B, K]`` soft targets."""
+        logits = outputs["logits"].detach()
+        labels = batch["label"]
+        if labels.is_floating_point():
+            labels = labels.argmax(dim=-1)
+        labels = labels.to(logits.device)
+        num_classes = logits.shape[1]
+        if labels.numel() and int(labels.max()) >= num_classes:
+            raise ConfigError(
+                f"evaluator: label {int(labels.max())} is out of range for {num_classes} model "
+                "outputs; set model.num_classes to the dataset's number of classes"
+            )
+        top = logits.topk(min(max(self.ks), num_classes), dim=1).indices
+        hits = top == labels[:, None]
+        correct = torch.stack([hits[:, : min(k, num_classes)].any(dim=1).sum() for k in self.ks])
+        self._correct = correct if self._correct is None else self._correct + correct
+        self._total += labels.numel()
+        if self.per_class:
+            pairs = labels * num_classes + top[:, 0]
+            counts = torch.bincount(pairs, minlength=num_classes * num_classes)
+            confusion = counts.view(num_classes, num_classes)
+            if self._confusion is None:
+                self._confusion = confusion
+            elif self._confusion.shape != confusion.shape:
+                raise ConfigError(
+                    f"evaluator: logits changed from {self._confusion.shape[0]} to "
+                    f"{num_classes} classes between batches; call reset() between datasets"
+                )
+            else:
+                self._confusion += confusion
+
+    def _names(self, num_classes: int) -> list[str]:
+        if self.class_names is not None and len(self.class_names) == num_classes:
+            return self.class_names
+        return [str(i) for i in range(num_classes)]
+
+    def _per_class(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(support, accuracy) per class; accuracy is NaN for classes without samples."""
+        assert self._confusion is not None
+        confusion = self._confusion.double().cpu()
+        support = confusion.sum(dim=1)
+        accuracy = confusion.diagonal() / support
+        return support, accuracy
+
+    def compute(self) -> dict[str, float]:
+        """``top{k}`` fractions; with ``per_class`` also ``mean_class_acc`` (over classes with
+        samples) and ``acc/<class name>`` per class."""
+        if self._correct is None or self._total == 0:
+            raise ConfigError("evaluator: no samples were evaluated; is the dataset empty?")
+        metrics = {
+            f"top{k}": float(c) / self._total
+            for k, c in zip(self.ks, self._correct.tolist(), strict=True)
+        }
+        if self.per_class:
+            support, accuracy = self._per_class()
+            present = support > 0
+            metrics["mean_class_acc"] = float(accuracy[present].mean())
+            for name, acc, seen in zip(
+                self._names(len(support)), accuracy.tolist(), present.tolist(), strict=True
+            ):
+                if seen:
+                    metrics[f"acc/{name}"] = acc
+        return metrics
+
+    def write_report(self, out_dir: str) -> list[str]:
+        """With ``per_class``: ``per_class.json`` (accuracy and support per class, confusion
+        matrix rows = labels, columns = predictions) and, for at most 50 classes,
+        ``confusion_matrix.png``. Returns the written paths (local or URL)."""
+        if not self.per_class or self._confusion is None:
+            return []
+        support, accuracy = self._per_class()
+        names = self._names(len(support))
+        report = {
+            "metrics": self.compute(),
+            "classes": [
+                {
+                    "index": i,
+                    "name": name,
+                    "support": int(n),
+                    "accuracy": None if n == 0 else float(a),
+                }
+                for i, (name, n, a) in enumerate(
+                    zip(names, support.tolist(), accuracy.tolist(), strict=True)
+                )
+            ],
+            "confusion_matrix": self._confusion.cpu().tolist(),
+        }
+        json_path = storage.join(out_dir, "per_class.json")
+        storage.write_bytes_atomic(json_path, json.dumps(report, indent=1).encode())
+        paths = [json_path]
+        if len(names) <= CONFUSION_PNG_MAX_CLASSES:
+            png_path = storage.join(out_dir, "confusion_matrix.png")
+            storage.write_bytes_atomic(png_path, self._confusion_png(names))
+            paths.append(png_path)
+        return paths
+
+    def _confusion_png(self, names: list[str]) -> bytes:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        assert self._confusion is not None
+        counts = self._confusion.cpu()
+        rows = counts.double() / counts.sum(dim=1, keepdim=True).clamp(min=1)
+        size = max(4.0, 0.35 * len(names) + 2.0)
+        fig = Figure(figsize=(size + 1.0, size))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        image = ax.imshow(rows.numpy(), cmap="Blues", vmin=0.0, vmax=1.0)
+        fig.colorbar(image, ax=ax, label="fraction of the true class")
+        ticks = range(len(names))
+        ax.set_xticks(ticks, names, rotation=90, fontsize="small")
+        ax.set_yticks(ticks, names, fontsize="small")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        top1 = float(counts.diagonal().sum()) / max(int(counts.sum()), 1)
+        ax.set_title(f"confusion matrix (top-1 accuracy {top1:.3f})")
+        if len(names) <= 20:
+            for (i, j), n in zip(
+                torch.cartesian_prod(torch.arange(len(names)), torch.arange(len(names))).tolist(),
+                counts.flatten().tolist(),
+                strict=True,
+            ):
+                if n:
+                    color = "white" if rows[i, j] > 0.5 else "black"
+                    ax.text(j, i, str(n), ha="center", va="center", color=color, fontsize=7)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100)
+        return buffer.getvalue()
+
+
+def build_topk(cfg: TopKConfig) -> TopKAccuracy:
+    """The ``topk`` evaluator."""
+    return TopKAccuracy(ks=cfg.k, per_class=cfg.per_class)
