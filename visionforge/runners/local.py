@@ -1,0 +1,246 @@
+"""The ``local`` runner: train on this machine, in-process or with torchrun.
+
+``nproc: 1`` runs the Trainer in the calling process, synchronously (the main thread keeps
+SIGTERM/SIGINT, so a stop request checkpoints and ends the run cleanly). ``nproc > 1`` starts
+``python -m torch.distributed.run --standalone --nproc-per-node N -m visionforge.engine.worker``
+as a subprocess; its output goes to ``torchrun.log`` in the run's output folder (and to the
+console when ``echo`` is on) and its exit code decides the status.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Literal
+
+from visionforge import storage
+from visionforge.components.configs import LocalRunnerConfig
+from visionforge.config import Recipe
+from visionforge.runners import RunFailedError
+
+if TYPE_CHECKING:
+    from visionforge.engine import TrainResult
+
+Status = Literal["pending", "running", "completed", "failed", "stopped"]
+
+LOG_NAME = "torchrun.log"
+RECIPE_NAME = "torchrun-recipe.json"
+_ERROR_LINE = re.compile(r"^error: |^(\[[^\]]*\]:\s*)?[\w.]*(Error|Exception): ")
+BACKEND_ENV = "VISIONFORGE_DIST_BACKEND"
+"""Set for the workers when ``runner.backend`` is not ``auto`` (the engine reads it)."""
+
+
+def build_local(cfg: LocalRunnerConfig) -> LocalRunner:
+    """Registry builder of the ``local`` runner."""
+    return LocalRunner(cfg)
+
+
+def list_artifacts(output: str) -> list[str]:
+    """Every file under a run's output folder (local paths or full URLs), sorted."""
+    fs, root = storage.filesystem(output)
+    if not fs.exists(root):
+        return []
+    files = sorted(fs.find(root))
+    if storage.is_remote(output):
+        return [fs.unstrip_protocol(f) for f in files]
+    return files
+
+
+def _last_error_line(log: str) -> str:
+    """The last line of ``log`` that reports an error (else its last line)."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    errors = [line for line in lines if _ERROR_LINE.search(line)]
+    return (errors or lines or [""])[-1]
+
+
+class _LogCapture(logging.Handler):
+    """Keeps the text of records logged under ``visionforge`` during an in-process run."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.buffer = io.StringIO()
+        self.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.buffer.write(self.format(record) + "\n")
+
+
+class InProcessRun:
+    """A run of the Trainer in this process; finished by the time :meth:`LocalRunner.submit`
+    returns, so its status is final."""
+
+    def __init__(self, recipe: Recipe, resume: bool) -> None:
+        self.recipe = recipe
+        self.resume = resume
+        self.result: TrainResult | None = None
+        self.error: BaseException | None = None
+        self._status: Status = "pending"
+        self._logs = _LogCapture()
+
+    def run(self) -> None:
+        """Train (blocking); exceptions are kept in :attr:`error` and make the run failed."""
+        from visionforge.engine import Trainer
+
+        logger = logging.getLogger("visionforge")
+        logger.addHandler(self._logs)
+        previous_level = logger.level
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
+        self._status = "running"
+        try:
+            self.result = Trainer(self.recipe, resume=self.resume).fit()
+        except Exception as err:
+            self.error = err
+            self._status = "failed"
+            return
+        finally:
+            logger.removeHandler(self._logs)
+            logger.setLevel(previous_level)
+        self._status = "stopped" if self.result.stopped_by_signal else "completed"
+
+    def status(self) -> Status:
+        return self._status
+
+    def logs(self) -> str:
+        """What the run logged through Python logging (logger ``visionforge``)."""
+        return self._logs.buffer.getvalue()
+
+    def wait(self, timeout: float | None = None) -> Status:
+        return self._status
+
+    def artifacts(self) -> list[str]:
+        return list_artifacts(self.output)
+
+    @property
+    def output(self) -> str:
+        return self.result.output if self.result else str(self.recipe.trainer.output)
+
+
+class TorchrunRun:
+    """A ``torchrun`` subprocess training with ``nproc`` processes."""
+
+    def __init__(self, recipe: Recipe, resume: bool, cfg: LocalRunnerConfig, echo: bool) -> None:
+        self.recipe = recipe
+        self.output = str(recipe.trainer.output)
+        self.error: BaseException | None = None
+        self._stopped = False
+        remote = storage.is_remote(self.output)
+        self._local_dir = Path(
+            tempfile.mkdtemp(prefix="visionforge-torchrun-")
+            if remote
+            else self.output.removeprefix("file://")
+        )
+        self._local_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self._local_dir / LOG_NAME
+        recipe_path = self._local_dir / RECIPE_NAME
+        storage.write_bytes_atomic(recipe_path, recipe.model_dump_json(indent=2).encode())
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(cfg.nproc),
+            "-m",
+            "visionforge.engine.worker",
+            str(recipe_path),
+        ]
+        if resume:
+            command.append("--resume")
+        env = dict(os.environ)
+        if cfg.backend != "auto":
+            env[BACKEND_ENV] = cfg.backend
+        self.command = command
+        self._log_file: IO[bytes] = open(self.log_path, "wb")  # noqa: SIM115 (closed by the pump)
+        self._process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        self._pump = threading.Thread(target=self._copy_output, args=(echo,), daemon=True)
+        self._pump.start()
+
+    def _copy_output(self, echo: bool) -> None:
+        stream = self._process.stdout
+        assert stream is not None  # Popen(stdout=PIPE)
+        with self._log_file:
+            while chunk := os.read(stream.fileno(), 1 << 16):
+                self._log_file.write(chunk)
+                self._log_file.flush()
+                if echo:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.buffer.flush()
+
+    def status(self) -> Status:
+        code = self._process.poll()
+        if code is None:
+            return "running"
+        if self._stopped:
+            return "stopped"
+        return "completed" if code == 0 else "failed"
+
+    def stop(self) -> None:
+        """Ask every process to checkpoint and stop (SIGTERM to torchrun's process group)."""
+        if self._process.poll() is None:
+            self._stopped = True
+            os.killpg(self._process.pid, signal.SIGTERM)
+
+    def wait(self, timeout: float | None = None) -> Status:
+        """Block until the run ends (or ``timeout`` seconds); Ctrl-C stops the run cleanly."""
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return "running"
+        except KeyboardInterrupt:
+            self.stop()
+            self._process.wait()
+            self._finish()
+            raise
+        self._finish()
+        status = self.status()
+        if status == "failed" and self.error is None:
+            cause = _last_error_line(self.logs())
+            self.error = RunFailedError(
+                f"torchrun exited with code {self._process.returncode}"
+                + (f" ({cause})" if cause else "")
+                + f"; full log: {storage.join(self.output, LOG_NAME)}"
+            )
+        return status
+
+    def _finish(self) -> None:
+        self._pump.join()
+        if storage.is_remote(self.output):
+            storage.put_file(self.log_path, storage.join(self.output, LOG_NAME))
+
+    def logs(self) -> str:
+        """Everything torchrun and the workers printed so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def artifacts(self) -> list[str]:
+        return list_artifacts(self.output)
+
+
+class LocalRunner:
+    """Runs recipes on this machine; ``echo`` copies torchrun's output to the console."""
+
+    def __init__(self, cfg: LocalRunnerConfig, *, echo: bool = True) -> None:
+        self.cfg = cfg
+        self.echo = echo
+
+    def submit(self, recipe: Recipe, *, resume: bool = False) -> InProcessRun | TorchrunRun:
+        """Start a run: with ``nproc: 1`` it trains here and returns once it has finished."""
+        if self.cfg.nproc == 1:
+            run = InProcessRun(recipe, resume)
+            run.run()
+            return run
+        return TorchrunRun(recipe, resume, self.cfg, self.echo)
