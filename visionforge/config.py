@@ -130,6 +130,13 @@ class TrainerConfig(BaseModel):
     output: str | None = Field(None, description="local path or fsspec URL; runs/<name>")
     loggers: list[LoggerName] = Field(default_factory=_default_loggers)
     log_every_steps: int = Field(10, ge=1)
+    csv_log_steps: bool = Field(False, description="metrics.csv also gets a row per log step")
+    train_metrics: bool = Field(
+        False, description="also run the evaluator on training batches (train/<metric>)"
+    )
+    drop_last: bool = Field(
+        True, description="skip the last incomplete global batch of each epoch (reshuffled)"
+    )
     deterministic: bool = False
     init_checkpoint: str | None = Field(None, description="weights to start from")
 

@@ -1,0 +1,144 @@
+"""Tiny components shared by the engine tests (no tests here).
+
+``TinyNet`` is BatchNorm-free (so N processes x batch B equals 1 process x batch N*B), and
+``TinyShapes`` draws its augmentation from the global torch RNG, which the trainer seeds per
+sample. ``register()`` adds both to the registries under the ``enginetest`` namespace.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import nn
+from torchvision import tv_tensors
+
+import visionforge
+from visionforge.config import ComponentConfig, Recipe, recipe_from_dict
+
+NAMESPACE = "enginetest"
+
+
+class TinyNetConfig(ComponentConfig):
+    num_classes: int = 3
+    width: int = 8
+    dropout: float = Field(0.0, ge=0, lt=1)
+    norm: bool = False
+
+
+class TinyNet(nn.Module):
+    """conv -> relu -> pool -> (dropout) -> linear, optionally with a LayerNorm."""
+
+    def __init__(self, cfg: TinyNetConfig) -> None:
+        super().__init__()
+        self.num_classes = cfg.num_classes
+        layers: list[nn.Module] = [
+            nn.Conv2d(3, cfg.width, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+        ]
+        if cfg.norm:
+            layers.append(nn.LayerNorm(cfg.width * 16))
+        layers += [nn.Dropout(cfg.dropout), nn.Linear(cfg.width * 16, cfg.num_classes)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, batch: Any) -> dict[str, torch.Tensor]:
+        image = batch["image"] if isinstance(batch, dict) else batch
+        return {"logits": self.net(image)}
+
+    def export_module(self) -> nn.Module:
+        return self.net
+
+
+class TinyShapesConfig(ComponentConfig):
+    num_samples: int = 48
+    num_classes: int = 3
+    image_size: int = 16
+    augment: bool = True
+    uint8: bool = False
+
+
+class TinyShapes(torch.utils.data.Dataset[dict[str, Any]]):
+    """Class c is a bright square at a class-specific corner; augmentation adds noise."""
+
+    def __init__(self, cfg: TinyShapesConfig) -> None:
+        self.cfg = cfg
+        self.num_classes = cfg.num_classes
+        self.class_names = [f"class{i}" for i in range(cfg.num_classes)]
+
+    def __len__(self) -> int:
+        return self.cfg.num_samples
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        cfg = self.cfg
+        label = index % cfg.num_classes
+        gen = torch.Generator().manual_seed(index)
+        image = torch.rand(3, cfg.image_size, cfg.image_size, generator=gen) * 0.2
+        half = cfg.image_size // 2
+        row, col = divmod(label % 4, 2)
+        image[label % 3, row * half : (row + 1) * half, col * half : (col + 1) * half] += 0.8
+        if cfg.augment:  # global RNG on purpose: the trainer must seed it per sample
+            image = image + 0.05 * torch.randn_like(image)
+            if torch.rand(()) < 0.5:
+                image = image.flip(-1).flip(-2).flip(-1).flip(-2)
+        if cfg.uint8:
+            image = (image.clamp(0, 1) * 255).to(torch.uint8)
+        return {"image": tv_tensors.Image(image), "label": label}
+
+
+def register() -> None:
+    """Register ``tiny_net`` and ``tiny_shapes`` once per process."""
+    if f"{NAMESPACE}:tiny_net" in visionforge.models.loaded_names():
+        return
+    visionforge.models.register(
+        "tiny_net", config=TinyNetConfig, builder=TinyNet, namespace=NAMESPACE
+    )
+    visionforge.datasets.register(
+        "tiny_shapes", config=TinyShapesConfig, builder=TinyShapes, namespace=NAMESPACE
+    )
+
+
+BASE: dict[str, Any] = {
+    "name": "tiny",
+    "model": {"type": "tiny_net"},
+    "data": {
+        "train": {"type": "tiny_shapes"},
+        "val": {"type": "tiny_shapes", "num_samples": 24, "augment": False},
+    },
+    "loss": {"type": "cross_entropy"},
+    "evaluator": {"type": "topk", "k": [1, 2]},
+    "optimizer": {"type": "sgd", "lr": 0.2, "momentum": 0.9},
+    "trainer": {
+        "epochs": 2,
+        "batch_size": 8,
+        "device": "cpu",
+        "loggers": ["csv"],
+        "log_every_steps": 2,
+    },
+}
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``extra`` into a copy of ``base``."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def tiny_recipe_data(output: str | Path, **blocks: Any) -> dict[str, Any]:
+    """The tiny recipe as a dict with ``trainer.output`` set and ``blocks`` merged in."""
+    return merge(BASE, {**blocks, "trainer": {**blocks.get("trainer", {}), "output": str(output)}})
+
+
+def tiny_recipe(output: str | Path, **blocks: Any) -> Recipe:
+    """The tiny recipe (components registered) writing to ``output``."""
+    register()
+    return recipe_from_dict(tiny_recipe_data(output, **blocks))

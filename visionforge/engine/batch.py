@@ -1,0 +1,53 @@
+"""Moving collated batches to the training device and preparing their images there."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from visionforge.errors import ConfigError
+
+
+def move_to_device(obj: Any, device: torch.device, non_blocking: bool = False) -> Any:
+    """Move every tensor inside dicts/lists/tuples to ``device`` (tv_tensors keep their type)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=non_blocking)
+    if isinstance(obj, Mapping):
+        return {k: move_to_device(v, device, non_blocking) for k, v in obj.items()}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
+        return type(obj)(*(move_to_device(v, device, non_blocking) for v in obj))
+    if isinstance(obj, Sequence) and not isinstance(obj, (str, bytes)):
+        return type(obj)(move_to_device(v, device, non_blocking) for v in obj)
+    return obj
+
+
+class ImagePreparer:
+    """Device-side image steps applied to ``batch["image"]``: uint8 normalization, channels_last."""
+
+    def __init__(
+        self, normalize: tuple[list[float], list[float]] | None, channels_last: bool
+    ) -> None:
+        self.mean, self.std = normalize if normalize is not None else (None, None)
+        self.channels_last = channels_last
+
+    @property
+    def active(self) -> bool:
+        return self.mean is not None or self.channels_last
+
+    def __call__(self, batch: Mapping[str, Any]) -> Mapping[str, Any]:
+        image = batch.get("image") if isinstance(batch, Mapping) else None
+        if not self.active or not isinstance(image, torch.Tensor):
+            return batch
+        if self.mean is not None and self.std is not None:
+            if image.dtype != torch.uint8:
+                raise ConfigError(
+                    "data.normalize_on_device is set but the dataset yields "
+                    f"{image.dtype} images; make the dataset keep uint8 (normalize: false)"
+                )
+            image = TF.normalize(TF.to_dtype(image, torch.float32, scale=True), self.mean, self.std)
+        if self.channels_last and image.ndim == 4:
+            image = image.contiguous(memory_format=torch.channels_last)
+        return {**batch, "image": image}

@@ -1,0 +1,168 @@
+"""Resumable, rank-aware sampling and per-sample seeding of augmentation randomness.
+
+Training order and augmentation depend only on ``(seed, epoch, index)``: the sampler draws
+each epoch's permutation from ``(seed, epoch)`` and yields ``(epoch, index)`` keys, and
+:class:`SeededDataset` seeds the RNGs from that key around each ``__getitem__``. Results
+therefore do not depend on the number of loader workers or on where a run was resumed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+
+from visionforge.config import LoaderConfig
+
+SampleKey = tuple[int, int]
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A well-mixed 63-bit seed for one sample of one epoch."""
+    state = np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, index]).generate_state(2)
+    return int((int(state[0]) << 31) ^ int(state[1]))
+
+
+class SeededDataset(Dataset[Any]):
+    """Wraps a map-style dataset: item ``(epoch, index)`` is ``dataset[index]`` computed with
+    torch, numpy and python RNGs seeded from ``(seed, epoch, index)``.
+
+    The caller's RNG states are restored afterwards, so loading in the main process does not
+    disturb the model's random stream (dropout, mixup).
+    """
+
+    def __init__(self, dataset: Any, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: SampleKey) -> Any:
+        epoch, index = key
+        seed = sample_seed(self.seed, epoch, index)
+        py_state = random.getstate()
+        np_state = np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                random.seed(seed)
+                np.random.seed(seed & 0xFFFFFFFF)
+                return self.dataset[index]
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+class ResumableSampler(Sampler[SampleKey]):
+    """Yields ``(epoch, index)`` for this rank, from a per-epoch permutation of ``(seed, epoch)``.
+
+    Rank ``r`` of ``world`` takes every ``world``-th position of the permutation, so that
+    positions ``k*world*B .. (k+1)*world*B`` form global batch ``k`` on every world size.
+    ``drop_last`` keeps only whole global batches; otherwise the permutation is padded by
+    wrapping around so every rank gets the same number of samples. ``set_position`` starts an
+    epoch at a given local sample offset (resume).
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = True,
+    ) -> None:
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.drop_last = drop_last
+        self.epoch = 0
+        self.start = 0
+
+    @property
+    def samples_per_rank(self) -> int:
+        if self.drop_last:
+            global_batch = self.batch_size * self.world_size
+            return (self.num_samples // global_batch) * self.batch_size
+        return -(-self.num_samples // self.world_size)
+
+    @property
+    def batches_per_rank(self) -> int:
+        return -(-self.samples_per_rank // self.batch_size)
+
+    @property
+    def dropped_per_epoch(self) -> int:
+        """Samples left out of each epoch by ``drop_last`` (a different set every epoch)."""
+        return self.num_samples - self.samples_per_rank * self.world_size
+
+    def set_position(self, epoch: int, start: int = 0) -> None:
+        """Start the next iteration at epoch ``epoch``, skipping ``start`` local samples."""
+        self.epoch = epoch
+        self.start = start
+
+    def _global_order(self) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.num_samples)
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return torch.randperm(self.num_samples, generator=generator)
+
+    def indices(self) -> list[int]:
+        """This rank's indices for the current epoch, before the start offset."""
+        order = self._global_order()
+        total = self.samples_per_rank * self.world_size
+        if total > len(order):
+            repeats = -(-total // len(order))
+            order = order.repeat(repeats)
+        return order[:total][self.rank :: self.world_size].tolist()
+
+    def __iter__(self) -> Iterator[SampleKey]:
+        epoch = self.epoch
+        for index in self.indices()[self.start :]:
+            yield (epoch, index)
+
+    def __len__(self) -> int:
+        return max(0, self.samples_per_rank - self.start)
+
+
+def collate_of(dataset: Any) -> Callable[[list[Any]], Any]:
+    """The dataset's own ``collate_fn`` if it defines one, else torch's default_collate."""
+    fn = getattr(dataset, "collate_fn", None)
+    return fn if callable(fn) else default_collate
+
+
+def make_loader(
+    dataset: Any,
+    sampler: Sampler[Any],
+    batch_size: int,
+    cfg: LoaderConfig,
+    seed: int,
+    pin_memory: bool,
+) -> DataLoader[Any]:
+    """A DataLoader with its own generator: creating iterators never consumes the global RNG."""
+    workers = cfg.num_workers
+    extra: dict[str, Any] = {}
+    if workers > 0:
+        extra["persistent_workers"] = cfg.persistent_workers
+        if cfg.prefetch_factor is not None:
+            extra["prefetch_factor"] = cfg.prefetch_factor
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_of(getattr(dataset, "dataset", dataset)),
+        pin_memory=pin_memory,
+        drop_last=False,
+        generator=torch.Generator().manual_seed(seed),
+        **extra,
+    )

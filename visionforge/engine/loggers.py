@@ -1,0 +1,222 @@
+"""Training loggers (console, CSV, TensorBoard, MLflow, W&B) and the training-curves PNG.
+
+Every logger receives the same rows: ``log_step`` at ``log_every_steps`` intervals and
+``log_epoch`` once per epoch, each a flat ``{name: float}`` dict.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from tqdm.auto import tqdm
+
+from visionforge import storage
+from visionforge.errors import ConfigError
+
+Row = dict[str, Any]
+
+
+class Logger(Protocol):
+    """What the trainer calls; all methods run on rank 0 only."""
+
+    def log_step(self, step: int, metrics: Mapping[str, float]) -> None: ...
+
+    def log_epoch(self, epoch: int, step: int, metrics: Mapping[str, float]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def format_metrics(metrics: Mapping[str, float]) -> str:
+    """``name=value`` pairs with 4 significant digits."""
+    return " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+
+
+class ConsoleLogger:
+    """A tqdm bar per epoch (loss and lr in its postfix) and one summary line per epoch."""
+
+    def __init__(self, epochs: int, enabled: bool = True) -> None:
+        self.epochs = epochs
+        self.enabled = enabled
+        self.bar: tqdm[Any] | None = None
+
+    def start_epoch(self, epoch: int, total: int, initial: int) -> None:
+        self.close()
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            desc=f"epoch {epoch + 1}/{self.epochs}",
+            disable=not self.enabled,
+            dynamic_ncols=True,
+            leave=False,
+        )
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def log_step(self, step: int, metrics: Mapping[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()}, refresh=False)
+
+    def log_epoch(self, epoch: int, step: int, metrics: Mapping[str, float]) -> None:
+        self.close()
+        if self.enabled:
+            tqdm.write(f"epoch {epoch + 1}/{self.epochs} step {step}: {format_metrics(metrics)}")
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            tqdm.write(text)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def write_csv(rows: Sequence[Row], path: Path) -> None:
+    """Write ``rows`` (union of their keys as columns) atomically to ``path``."""
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    storage.write_bytes_atomic(str(path), buffer.getvalue().encode())
+
+
+class TensorBoardLogger:
+    """Scalars through ``torch.utils.tensorboard``; ``purge_step`` drops events after a resume
+    point so a resumed run does not show the replayed steps twice."""
+
+    def __init__(self, log_dir: Path, purge_step: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.log_dir = log_dir
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+
+    def log_step(self, step: int, metrics: Mapping[str, float]) -> None:
+        for key, value in metrics.items():
+            self.writer.add_scalar(f"step/{key}", value, step)
+
+    def log_epoch(self, epoch: int, step: int, metrics: Mapping[str, float]) -> None:
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, value, step)
+        self.writer.add_scalar("epoch", epoch + 1, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class MLflowLogger:
+    """Logs params (the flattened recipe) and metrics to the active MLflow tracking URI."""
+
+    def __init__(self, run_name: str, params: Mapping[str, Any]) -> None:
+        import mlflow
+
+        self.mlflow = mlflow
+        self.run = mlflow.start_run(run_name=run_name)
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+
+    def log_step(self, step: int, metrics: Mapping[str, float]) -> None:
+        self.mlflow.log_metrics(dict(metrics), step=step)
+
+    def log_epoch(self, epoch: int, step: int, metrics: Mapping[str, float]) -> None:
+        self.mlflow.log_metrics({**metrics, "epoch": epoch + 1}, step=step)
+
+    def close(self) -> None:
+        self.mlflow.end_run()
+
+
+class WandbLogger:
+    """Logs the recipe as config and metrics to Weights & Biases (``WANDB_*`` env settings)."""
+
+    def __init__(self, run_name: str, config: Mapping[str, Any]) -> None:
+        import wandb
+
+        self.wandb = wandb
+        self.run = wandb.init(name=run_name, config=dict(config))
+
+    def log_step(self, step: int, metrics: Mapping[str, float]) -> None:
+        self.run.log(dict(metrics), step=step)
+
+    def log_epoch(self, epoch: int, step: int, metrics: Mapping[str, float]) -> None:
+        self.run.log({**metrics, "epoch": epoch + 1}, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+def require_installed(loggers: Sequence[str]) -> None:
+    """ConfigError for an optional logger whose package is missing."""
+    packages = {"mlflow": "mlflow", "wandb": "wandb", "tensorboard": "tensorboard"}
+    for name in loggers:
+        package = packages.get(name)
+        if package and importlib.util.find_spec(package) is None:
+            raise ConfigError(
+                f"trainer.loggers: {name!r} is requested but {package} is not installed; "
+                f"pip install {package} or remove it from trainer.loggers"
+            )
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def plot_curves(history: Sequence[Row], path: Path) -> Path:
+    """training_curves.png: train loss and lr per logged step, epoch metrics per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r for r in history if r.get("kind") == "step"]
+    epochs = [r for r in history if r.get("kind") == "epoch"]
+    metric_keys = sorted(
+        {k for r in epochs for k in r if k.startswith(("val/", "train/")) and k != "train/loss"}
+    )
+    panels = 2 + (1 if metric_keys else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
+    ax_loss, ax_lr = axes[0][0], axes[0][1]
+    if steps:
+        ax_loss.plot([r["step"] for r in steps], [r["train/loss"] for r in steps], label="step")
+        ax_lr.plot([r["step"] for r in steps], [r["lr"] for r in steps])
+    epoch_losses = [(r["step"], r["train/loss"]) for r in epochs if "train/loss" in r]
+    if epoch_losses:
+        ax_loss.plot(*zip(*epoch_losses, strict=True), "o-", label="epoch mean")
+    ax_loss.set(title="train loss", xlabel="optimizer step")
+    ax_loss.legend()
+    ax_lr.set(title="learning rate", xlabel="optimizer step")
+    if metric_keys:
+        ax_metrics = axes[0][2]
+        for key in metric_keys:
+            points = [(r["epoch"], r[key]) for r in epochs if _finite(r.get(key))]
+            if points:
+                ax_metrics.plot(*zip(*points, strict=True), "o-", label=key)
+        ax_metrics.set(title="epoch metrics", xlabel="epoch")
+        ax_metrics.legend(fontsize="small")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with storage.atomic_local_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -1,0 +1,630 @@
+"""The Trainer: builds a recipe's components and runs the training loop.
+
+One optimizer step is ``grad_accum_steps`` micro-batches of ``outputs = model(batch)``,
+``losses = loss(outputs, batch)``. See docs/engine.md for resume, DDP and schedule details.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from visionforge import plugins
+from visionforge.config import Recipe
+from visionforge.engine import distributed
+from visionforge.engine.batch import ImagePreparer, move_to_device
+from visionforge.engine.checkpoint import (
+    CHECKPOINT_FORMAT,
+    build_model,
+    load_checkpoint,
+    load_weights,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
+from visionforge.engine.data import ResumableSampler, SeededDataset, make_loader
+from visionforge.engine.evaluation import autocast_for, eval_loader, run_evaluation
+from visionforge.engine.loggers import (
+    ConsoleLogger,
+    Logger,
+    MLflowLogger,
+    TensorBoardLogger,
+    WandbLogger,
+    flatten,
+    plot_curves,
+    require_installed,
+    write_csv,
+)
+from visionforge.engine.optim import build_optimizer, build_scheduler
+from visionforge.engine.output import RunOutput
+from visionforge.engine.signals import StopSignal
+from visionforge.errors import CheckpointError, ConfigError
+from visionforge.lineage import write_manifest
+from visionforge.registry import REGISTRIES
+
+LAST = "last.ckpt"
+BEST = "best.ckpt"
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns."""
+
+    metrics: dict[str, float]
+    best_metric: float | None
+    output: str
+    last_checkpoint: str
+    best_checkpoint: str | None
+    stopped_by_signal: bool
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed & 0xFFFFFFFF)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Trains ``recipe``; ``resume=True`` continues from ``last.ckpt`` in ``trainer.output``."""
+
+    def __init__(self, recipe: Recipe, *, resume: bool = False) -> None:
+        self.recipe = recipe
+        self.cfg = cfg = recipe.trainer
+        self.output: str = cfg.output or "runs/run"
+        self.resume = resume
+        require_installed(cfg.loggers)
+        self.dist = distributed.setup(cfg.device)
+        self.device = self.dist.device
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        seed_everything(cfg.seed)  # identical initial weights on every rank
+
+        self.train_set = REGISTRIES.datasets.build(recipe.data.train.as_dict(), "data.train")
+        self.val_set = (
+            REGISTRIES.datasets.build(recipe.data.val.as_dict(), "data.val")
+            if recipe.data.val is not None
+            else None
+        )
+        self.class_names: list[str] | None = _class_names(self.train_set)
+
+        self.model: nn.Module = build_model(recipe)
+        if cfg.init_checkpoint is not None:
+            init = load_checkpoint(cfg.init_checkpoint)
+            load_weights(self.model, init["model"], cfg.init_checkpoint)
+        self.model.to(self.device)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.loss_fn = REGISTRIES.losses.build(recipe.loss.as_dict(), "loss")
+        if isinstance(self.loss_fn, nn.Module):
+            self.loss_fn.to(self.device)
+        self.evaluator = self._build_evaluator()
+        self.train_evaluator = self._build_evaluator() if cfg.train_metrics else None
+
+        self._build_data()
+        world_batch = cfg.batch_size * self.dist.world_size
+        self.effective_batch = world_batch * cfg.grad_accum_steps
+        self.optimizer = build_optimizer(self.model, recipe.optimizer, self.effective_batch)
+        self.scheduler = build_scheduler(
+            self.optimizer, recipe.schedule, self.steps_per_epoch, cfg.epochs
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
+        self.ema = self._build_ema()
+        self.mixup = self._build_mixup()
+        self.autocast = autocast_for(self.device, cfg.precision)
+        self.prepare = ImagePreparer(recipe.data.normalize_on_device, cfg.channels_last)
+
+        self.train_model: nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.compile:
+            self.train_model = cast(nn.Module, torch.compile(self.train_model))
+
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.best_metric: float | None = None
+        self.metrics: dict[str, float] = {}
+        self.history: list[dict[str, Any]] = []
+        self.run_output = RunOutput(self.output)
+        self._rng_to_restore: Mapping[str, Any] | None = None
+        self._best_written = False
+        self._sums: dict[str, torch.Tensor] = {}
+        self._count = 0
+        if resume:
+            self._restore()
+
+    # ----------------------------------------------------------------- building
+    def _build_evaluator(self) -> Any | None:
+        spec = self.recipe.evaluator
+        return REGISTRIES.evaluators.build(spec.as_dict(), "evaluator") if spec else None
+
+    def _build_data(self) -> None:
+        cfg = self.cfg
+        self.sampler = ResumableSampler(
+            len(self.train_set),
+            cfg.batch_size,
+            shuffle=True,
+            seed=cfg.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            drop_last=cfg.drop_last,
+        )
+        micro = self.sampler.batches_per_rank
+        if micro == 0:
+            raise ConfigError(
+                f"data.train: {len(self.train_set)} samples are fewer than one batch of "
+                f"{cfg.batch_size} x {self.dist.world_size} process(es); lower trainer.batch_size"
+            )
+        self.micro_batches_per_epoch = micro
+        steps = math.ceil(micro / cfg.grad_accum_steps)
+        if cfg.max_steps_per_epoch is not None:
+            steps = min(steps, cfg.max_steps_per_epoch)
+        self.steps_per_epoch = steps
+        pin = self.device.type == "cuda" and self.recipe.data.loader.pin_memory
+        self.loader = make_loader(
+            SeededDataset(self.train_set, cfg.seed),
+            self.sampler,
+            cfg.batch_size,
+            self.recipe.data.loader,
+            cfg.seed,
+            pin,
+        )
+        self.val_loader = (
+            eval_loader(self.val_set, self.recipe, pin) if self.val_set is not None else None
+        )
+
+    def _build_ema(self) -> Any | None:
+        ema_cfg = self.cfg.ema
+        if ema_cfg is None:
+            return None
+        from timm.utils import ModelEmaV3
+
+        return ModelEmaV3(self.model, decay=ema_cfg.decay, use_warmup=ema_cfg.warmup)
+
+    def _build_mixup(self) -> Callable[[torch.Tensor, torch.Tensor], Any] | None:
+        mix = self.recipe.data.mixup
+        if mix is None:
+            return None
+        if self.cfg.batch_size % 2:
+            raise ConfigError(
+                f"trainer.batch_size: mixup/cutmix needs an even batch size (got "
+                f"{self.cfg.batch_size})"
+            )
+        from timm.data import Mixup
+
+        return cast(
+            Callable[[torch.Tensor, torch.Tensor], Any],
+            Mixup(
+                mixup_alpha=mix.mixup_alpha,
+                cutmix_alpha=mix.cutmix_alpha,
+                prob=mix.prob,
+                switch_prob=mix.switch_prob,
+                label_smoothing=mix.label_smoothing,
+                num_classes=mix.num_classes,
+            ),
+        )
+
+    def _build_loggers(self) -> tuple[ConsoleLogger, list[Logger]]:
+        cfg = self.cfg
+        main = self.dist.is_main
+        console = ConsoleLogger(cfg.epochs, enabled=main and "console" in cfg.loggers)
+        loggers: list[Logger] = [console]
+        if not main:
+            return console, loggers
+        name = self.recipe.name or "run"
+        if "tensorboard" in cfg.loggers:
+            purge = self.global_step if self.global_step > 0 else None
+            loggers.append(TensorBoardLogger(self.run_output.local("tensorboard"), purge))
+        if "mlflow" in cfg.loggers:
+            loggers.append(MLflowLogger(name, flatten(self.recipe.model_dump(mode="json"))))
+        if "wandb" in cfg.loggers:
+            loggers.append(WandbLogger(name, self.recipe.model_dump(mode="json")))
+        return console, loggers
+
+    # ----------------------------------------------------------------- resume
+    def _restore(self) -> None:
+        source = self.run_output.fetch(LAST)
+        if source is None:
+            if self.dist.is_main:
+                print(f"note: no {LAST} in {self.output}; starting from scratch")
+            return
+        ckpt = load_checkpoint(source)
+        load_weights(self.model, ckpt["model"], source)
+        if self.ema is not None:
+            if ckpt.get("ema") is None:
+                raise CheckpointError(f"{source}: has no EMA weights but trainer.ema is set")
+            load_weights(self.ema.module, ckpt["ema"], source)
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError) as err:
+            raise CheckpointError(
+                f"{source}: optimizer state does not fit ({err}); the optimizer or "
+                "param_groups changed since it was written"
+            ) from None
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        position = ckpt["position"]
+        self.epoch = int(position["epoch"])
+        self.step_in_epoch = int(position["step_in_epoch"])
+        self.global_step = int(position["global_step"])
+        self.metrics = dict(ckpt.get("metrics") or {})
+        self.best_metric = ckpt.get("best_metric")
+        self.history = list(ckpt.get("history") or [])
+        epoch_sums = ckpt.get("epoch_sums") or {}
+        self._sums = {k: v.to(self.device) for k, v in epoch_sums.get("sums", {}).items()}
+        self._count = int(epoch_sums.get("count", 0))
+        self._best_written = self.best_metric is not None
+        rng = ckpt["rng"]
+        per_rank = rng.get("per_rank") or []
+        self._rng_to_restore = (
+            per_rank[self.dist.rank] if len(per_rank) == self.dist.world_size else rng
+        )
+        if self.dist.is_main:
+            print(
+                f"resuming from {source}: epoch {self.epoch + 1}, step {self.step_in_epoch} "
+                f"of {self.steps_per_epoch} (global step {self.global_step})"
+            )
+
+    # ----------------------------------------------------------------- fit
+    def fit(self) -> TrainResult:
+        """Train to the end (or until SIGTERM/SIGINT) and return the result."""
+        started = time.monotonic()
+        hook = plugins.hook()
+        self._step_hook = (
+            hook.visionforge_train_step_end
+            if hook.visionforge_train_step_end.get_hookimpls()
+            else None
+        )
+        self.console, self.loggers = self._build_loggers()
+        if self.sampler.dropped_per_epoch and self.dist.is_main:
+            self.console.message(
+                f"note: trainer.drop_last leaves {self.sampler.dropped_per_epoch} of "
+                f"{len(self.train_set)} samples out of each epoch (a different set every epoch)"
+            )
+        stopped = False
+        try:
+            with StopSignal() as self._signal:
+                hook.visionforge_train_start(trainer=self)
+                self.scheduler.step_update(num_updates=self.global_step)
+                if self._rng_to_restore is not None:
+                    restore_rng_state(self._rng_to_restore)
+                self.train_model.train()
+                while self.epoch < self.cfg.epochs and not stopped:
+                    stopped = self._train_epoch()
+                    if not stopped:
+                        self._end_epoch()
+            self._finish(time.monotonic() - started, stopped)
+            hook.visionforge_train_end(trainer=self, metrics=self.metrics)
+        finally:
+            for logger in self.loggers:
+                logger.close()
+            self.dist.close()
+        best = self.run_output.target(BEST) if self._best_written else None
+        return TrainResult(
+            metrics=dict(self.metrics),
+            best_metric=self.best_metric,
+            output=self.output,
+            last_checkpoint=self.run_output.target(LAST),
+            best_checkpoint=best,
+            stopped_by_signal=stopped,
+        )
+
+    def _train_epoch(self) -> bool:
+        """Run the rest of the current epoch; True if a stop signal ended it early."""
+        cfg = self.cfg
+        accum = cfg.grad_accum_steps
+        self.sampler.set_position(self.epoch, self.step_in_epoch * accum * cfg.batch_size)
+        if self.train_evaluator is not None and self.step_in_epoch == 0:
+            self.train_evaluator.reset()
+        self.console.start_epoch(self.epoch, self.steps_per_epoch, self.step_in_epoch)
+        if self.step_in_epoch == 0:
+            self._sums, self._count = {}, 0
+        logged_sums, logged_count = dict(self._sums), self._count
+        batches = iter(self.loader)
+        while self.step_in_epoch < self.steps_per_epoch:
+            first = self.step_in_epoch * accum
+            micro = min(accum, self.micro_batches_per_epoch - first)
+            for index in range(micro):
+                losses = self._micro_step(next(batches), micro, last=index == micro - 1)
+                for key, value in losses.items():
+                    detached = value.detach().float()
+                    self._sums[key] = self._sums[key] + detached if key in self._sums else detached
+                self._count += 1
+            self._optimizer_step()
+            self.console.advance()
+            logging_step = self.global_step % cfg.log_every_steps == 0
+            if logging_step:
+                self._log_step(logged_sums, logged_count)
+                logged_sums, logged_count = dict(self._sums), self._count
+            if self._step_hook is not None:
+                scalars = {k: float(v) for k, v in losses.items()}
+                self._step_hook(trainer=self, step=self.global_step, losses=scalars)
+            if self._stop_requested(logging_step):
+                self._save(LAST)
+                return True
+            if cfg.checkpoint_every_steps and self.global_step % cfg.checkpoint_every_steps == 0:
+                self._save(LAST)
+        return False
+
+    def _micro_step(self, raw: Any, micro: int, last: bool) -> Mapping[str, torch.Tensor]:
+        batch = self.prepare(move_to_device(raw, self.device, non_blocking=True))
+        if self.mixup is not None and "label" in batch:
+            image, label = self.mixup(batch["image"], batch["label"])
+            batch = {**batch, "image": image, "label": label}
+        sync = last or not self.dist.enabled
+        no_sync = getattr(self.train_model, "no_sync", None)
+        context = contextlib.nullcontext() if sync or no_sync is None else no_sync()
+        with context:
+            with self.autocast():
+                outputs = self.train_model(batch)
+                losses = self.loss_fn(outputs, batch)
+            if "loss" not in losses:
+                raise ConfigError(
+                    f"loss: {self.recipe.loss.type!r} returned {sorted(losses)}; "
+                    "a loss must return its total under 'loss'"
+                )
+            total = losses["loss"] / micro if micro > 1 else losses["loss"]
+            self.scaler.scale(total).backward()
+        if self.train_evaluator is not None:
+            self.train_evaluator.update(
+                {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in outputs.items()},
+                batch,
+            )
+        return cast(Mapping[str, torch.Tensor], losses)
+
+    def _optimizer_step(self) -> None:
+        if self.cfg.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        self.step_in_epoch += 1
+        self.scheduler.step_update(num_updates=self.global_step)
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
+
+    def _stop_requested(self, logging_step: bool) -> bool:
+        requested = self._signal.requested
+        if self.dist.enabled:
+            # a collective, so every rank stops at the same step; only at log intervals
+            return self.dist.any_true(requested) if logging_step else False
+        return requested
+
+    def current_lr(self) -> float:
+        """The schedule's lr (of the first group with lr_mult 1)."""
+        groups = self.optimizer.param_groups
+        group = next((g for g in groups if g.get("lr_mult", 1.0) == 1.0), groups[0])
+        return float(group["lr"])
+
+    def _log_step(self, since_sums: Mapping[str, torch.Tensor], since_count: int) -> None:
+        """Log the mean losses of the steps since the previous log (rank 0)."""
+        count = self._count - since_count
+        if not self.dist.is_main or count <= 0:
+            return
+        row = {
+            f"train/{k}": (float(v) - float(since_sums.get(k, 0.0))) / count
+            for k, v in self._sums.items()
+        }
+        row["lr"] = self.current_lr()
+        self.history.append({"kind": "step", "epoch": self.epoch, "step": self.global_step, **row})
+        for logger in self.loggers:
+            logger.log_step(self.global_step, row)
+
+    # ----------------------------------------------------------------- epoch end
+    def _epoch_train_metrics(self) -> dict[str, float]:
+        keys = sorted(self._sums)
+        totals = (
+            torch.stack(
+                [self._sums[k] for k in keys]
+                + [torch.tensor(float(self._count), device=self.device)]
+            )
+            if keys
+            else torch.tensor([float(self._count)], device=self.device)
+        )
+        if self.dist.enabled:
+            dist.all_reduce(totals)
+        count = max(1.0, float(totals[-1]))
+        metrics = {f"train/{k}": float(totals[i]) / count for i, k in enumerate(keys)}
+        if self.train_evaluator is not None:
+            computed = self.train_evaluator.compute()
+            metrics.update({f"train/{k}": float(v) for k, v in computed.items()})
+        metrics["lr"] = self.current_lr()
+        return metrics
+
+    def primary_metric(self) -> tuple[str, str]:
+        """(metric name, "max"|"min") used to pick the best checkpoint."""
+        if self.evaluator is not None:
+            return f"val/{self.evaluator.primary_metric}", self.evaluator.mode
+        return "val/loss", "min"
+
+    def _end_epoch(self) -> None:
+        metrics = self._epoch_train_metrics()
+        is_last = self.epoch + 1 == self.cfg.epochs
+        improved = False
+        if self.val_loader is not None and (
+            (self.epoch + 1) % self.cfg.eval_every_epochs == 0 or is_last
+        ):
+            if self.dist.is_main:
+                metrics.update({f"val/{k}": v for k, v in self.validate().items()})
+                improved = self._update_best(metrics)
+            self.dist.barrier()
+        self.metrics = metrics
+        if self.dist.is_main:
+            self.history.append(
+                {"kind": "epoch", "epoch": self.epoch + 1, "step": self.global_step, **metrics}
+            )
+            for logger in self.loggers:
+                logger.log_epoch(self.epoch, self.global_step, metrics)
+        plugins.hook().visionforge_epoch_end(trainer=self, epoch=self.epoch, metrics=metrics)
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self._save(LAST, best=improved)
+
+    def validate(self) -> dict[str, float]:
+        """Evaluate the (EMA, when ``ema.evaluate``) model on the validation set."""
+        assert self.val_loader is not None
+        ema_cfg = self.cfg.ema
+        model = self.ema.module if self.ema is not None and ema_cfg and ema_cfg.evaluate else None
+        return run_evaluation(
+            model or self.model,
+            self.val_loader,
+            self.device,
+            evaluator=self.evaluator,
+            loss_fn=self.loss_fn,
+            prepare=self.prepare,
+            autocast=self.autocast,
+            progress=self.console.enabled,
+        )
+
+    def _update_best(self, metrics: Mapping[str, float]) -> bool:
+        name, mode = self.primary_metric()
+        value = metrics.get(name)
+        if value is None or not math.isfinite(value):
+            return False
+        better = (
+            self.best_metric is None
+            or (mode == "max" and value > self.best_metric)
+            or (mode == "min" and value < self.best_metric)
+        )
+        if better:
+            self.best_metric = float(value)
+        return better
+
+    # ----------------------------------------------------------------- checkpoints
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The checkpoint dict (see docs/engine.md); everything loads with weights_only=True."""
+        rng = rng_state()
+        if self.dist.enabled:
+            gathered: list[Any] = [None] * self.dist.world_size
+            dist.all_gather_object(gathered, rng)
+            rng = {**rng, "per_rank": gathered}
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "recipe": self.recipe.model_dump(mode="json"),
+            "model": self.model.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng,
+            "position": {
+                "epoch": self.epoch,
+                "step_in_epoch": self.step_in_epoch,
+                "global_step": self.global_step,
+            },
+            "metrics": dict(self.metrics),
+            "best_metric": self.best_metric,
+            "class_names": self.class_names,
+            "history": list(self.history),
+            "epoch_sums": {"sums": dict(self._sums), "count": self._count},
+        }
+
+    def _save(self, name: str, best: bool = False) -> None:
+        state = self.checkpoint_state()  # a collective under DDP: every rank builds it
+        if not self.dist.is_main:
+            return
+        out = self.run_output
+        save_checkpoint(state, str(out.local(name)))
+        self._write_checkpoint_manifest(name)
+        out.publish(name, name + MANIFEST_SUFFIX)
+        plugins.hook().visionforge_checkpoint_saved(trainer=self, path=out.target(name))
+        if best:
+            out.copy(name, BEST)
+            self._write_checkpoint_manifest(BEST)
+            out.publish(BEST, BEST + MANIFEST_SUFFIX)
+            self._best_written = True
+            plugins.hook().visionforge_checkpoint_saved(trainer=self, path=out.target(BEST))
+
+    def _write_checkpoint_manifest(self, name: str) -> None:
+        parents = [self.cfg.init_checkpoint] if self.cfg.init_checkpoint else []
+        position = {
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+        }
+        extra: dict[str, Any] = {"position": position}
+        if self.run_output.remote:
+            extra["path"] = self.run_output.target(name)
+        write_manifest(
+            str(self.run_output.local(name)),
+            "checkpoint",
+            parents=parents,
+            recipe=self.recipe,
+            metrics=self.metrics,
+            extra=extra,
+        )
+
+    def _finish(self, seconds: float, stopped: bool) -> None:
+        self.console.close()
+        if not self.dist.is_main:
+            return
+        out = self.run_output
+        rows = [r for r in self.history if r["kind"] == "epoch" or self.cfg.csv_log_steps]
+        published = []
+        if "csv" in self.cfg.loggers:
+            write_csv(rows, out.local("metrics.csv"))
+            published.append("metrics.csv")
+        plot_curves(self.history, out.local("training_curves.png"))
+        published.append("training_curves.png")
+        (out.local("recipe.json")).write_text(
+            json.dumps(self.recipe.model_dump(mode="json"), indent=2)
+        )
+        published.append("recipe.json")
+        out.publish(*published)
+        if "tensorboard" in self.cfg.loggers:
+            for logger in self.loggers:
+                if isinstance(logger, TensorBoardLogger):
+                    logger.writer.flush()
+            out.publish_tree("tensorboard")
+        parents = [self.cfg.init_checkpoint] if self.cfg.init_checkpoint else []
+        extra: dict[str, Any] = {
+            "status": "stopped" if stopped else "completed",
+            "checkpoints": {
+                "last": out.target(LAST),
+                "best": out.target(BEST) if self._best_written else None,
+            },
+            "best_metric": self.best_metric,
+            "position": {"epoch": self.epoch, "global_step": self.global_step},
+        }
+        if out.remote:
+            extra["path"] = self.output
+        device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        write_manifest(
+            str(out.local_dir),
+            "run",
+            parents=parents,
+            recipe=self.recipe,
+            metrics=self.metrics,
+            cost={
+                "wall_seconds": round(seconds, 3),
+                "device": device,
+                "processes": self.dist.world_size,
+            },
+            extra=extra,
+        )
+        out.publish("manifest.json")
+        out.cleanup()
+
+
+def _class_names(dataset: Any) -> list[str] | None:
+    names = getattr(dataset, "class_names", None)
+    return [str(n) for n in names] if names is not None else None
