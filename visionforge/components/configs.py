@@ -45,7 +45,10 @@ class ImageFolderConfig(ClassificationTransformConfig):
     """Class-per-folder images (``root/<class>/<image>``), local or fsspec URL."""
 
     root: str
-    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+    extensions: tuple[str, ...] = Field(
+        (".jpg", ".jpeg", ".png", ".webp", ".gif"),
+        description="file suffixes taken as images (formats torchvision.io.decode_image reads)",
+    )
 
 
 class SyntheticClassificationConfig(ComponentConfig):
