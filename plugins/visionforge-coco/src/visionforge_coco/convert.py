@@ -141,7 +141,8 @@ def _coco_annotation(row: LabelRow, width: int, height: int) -> dict[str, Any]:
     }
 
 
-def _read_crowd(labels_dir: Path) -> dict[str, list[dict[str, Any]]]:
+def read_crowd(labels_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Crowd annotations kept beside the label files (``crowd.json``), by image path."""
     path = labels_dir / CROWD_FILE
     if not path.is_file():
         return {}
@@ -218,7 +219,7 @@ def _convert_yolo_split(
 ) -> dict[str, Any]:
     pairing = pair_images_and_labels(images_dir)
     labels_dir = labels_dir_for(images_dir)
-    crowd = _read_crowd(labels_dir)
+    crowd = read_crowd(labels_dir)
     problems = [
         Problem(str(p), "label file without an image (same path under images/ expected)")
         for p in pairing.orphan_labels

@@ -1,0 +1,100 @@
+"""Torch-free config classes of the coco plugin's components."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from visionforge.config import ComponentConfig
+
+
+class DetectionTransformConfig(ComponentConfig):
+    """Transforms v2 preset applied to image and boxes together."""
+
+    augment: Literal["train", "eval", "none"] = Field(
+        "none", description="train: photometric jitter + horizontal flip + resize; eval: resize"
+    )
+    image_size: int | None = Field(
+        None, ge=8, description="resize to image_size x image_size (None: keep the size)"
+    )
+    normalize: bool = Field(
+        False, description="float in [0, 1] + ImageNet normalization (False: keep uint8)"
+    )
+
+
+class CocoDatasetConfig(DetectionTransformConfig):
+    """COCO detection: an images root and an annotations JSON (local path or fsspec URL)."""
+
+    images: str = Field(..., description="directory the file_name entries are relative to")
+    annotations: str = Field(..., description="COCO annotations JSON")
+    masks: bool = Field(False, description="add instance masks (tv_tensors.Mask) to targets")
+    skip_crowd: bool = Field(False, description="leave iscrowd=1 annotations out of targets")
+
+
+class YoloDatasetConfig(DetectionTransformConfig):
+    """Ultralytics layout: data.yaml beside images/<split> and labels/<split>."""
+
+    root: str = Field(..., description="YOLO root holding data.yaml")
+    split: Literal["train", "val", "test"] = "train"
+    tolerance: float = Field(0.01, ge=0, description="clip coordinates this far outside [0, 1]")
+
+
+class SyntheticShapesConfig(DetectionTransformConfig):
+    """Deterministic generated rectangles, ellipses and triangles of K classes (in memory)."""
+
+    num_images: int = Field(64, ge=1)
+    shape_size: int = Field(128, ge=16, description="generated image side in pixels")
+    num_classes: int = Field(3, ge=1)
+    min_objects: int = Field(1, ge=0)
+    max_objects: int = Field(6, ge=1)
+    min_size: float = Field(0.08, gt=0, le=1, description="object side / image side, minimum")
+    max_size: float = Field(0.5, gt=0, le=1, description="object side / image side, maximum")
+    max_overlap: float = Field(0.4, ge=0, le=1, description="max box IoU between objects")
+    seed: int = 0
+    masks: bool = False
+
+
+class CocoEvaluatorConfig(ComponentConfig):
+    """COCO metrics (12 standard + per-class AP + best F1) of ``outputs["detections"]``."""
+
+    annotations: str | None = Field(
+        None,
+        description="ground-truth COCO JSON; None: built from the batch targets (boxes in "
+        "the original image's pixels, labels used as category ids)",
+    )
+    engine: Literal["faster", "pycocotools"] = "faster"
+    plots: bool = Field(True, description="write_report also draws PR curves and error PNGs")
+
+
+class CocoBboxEvaluatorConfig(CocoEvaluatorConfig):
+    pass
+
+
+class CocoSegmEvaluatorConfig(CocoEvaluatorConfig):
+    pass
+
+
+class Yolo2CocoConfig(ComponentConfig):
+    """YOLO root -> COCO (``visionforge coco convert --from yolo --to coco``)."""
+
+    src: str = Field(..., description="YOLO root holding data.yaml")
+    dst: str
+    split: str | None = Field(None, description="one split into dst; None: dst/<split>/ each")
+    id_names: bool = Field(False, description="name files {image_id:06d}<ext>")
+    link: Literal["copy", "hard", "sym"] = "copy"
+    skip_invalid: bool = False
+    tolerance: float = Field(0.01, ge=0)
+
+
+class Coco2YoloConfig(ComponentConfig):
+    """COCO -> YOLO root (``visionforge coco convert --from coco --to yolo``)."""
+
+    src: str = Field(..., description="images directory")
+    annotations: str
+    dst: str
+    split: Literal["train", "val", "test"] = "train"
+    link: Literal["copy", "hard", "sym"] = "copy"
+    rows: Literal["auto", "box", "polygon"] = "auto"
+    crowd: Literal["keep", "box"] = "keep"
+    skip_invalid: bool = False
