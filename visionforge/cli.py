@@ -66,6 +66,11 @@ def format_metrics(metrics: Mapping[str, Any]) -> str:
     return format_table(rows, ("metric", "value"))
 
 
+def absolute(path: str) -> str:
+    """Local paths made absolute (lineage manifests then point at the same file from anywhere)."""
+    return path if "://" in path else os.path.abspath(path)
+
+
 def is_recipe_path(path: str) -> bool:
     """Recipes are YAML/JSON files; anything else given as SOURCE is taken as a checkpoint."""
     return path.lower().endswith(RECIPE_SUFFIXES)
@@ -75,7 +80,7 @@ def run_checkpoint(recipe: Recipe) -> str | None:
     """``best.ckpt`` (else ``last.ckpt``) in the recipe's output folder, if training wrote one."""
     output = str(recipe.trainer.output)
     for name in RUN_CHECKPOINTS:
-        candidate = storage.join(output, name)
+        candidate = absolute(storage.join(output, name))
         if storage.exists(candidate):
             return candidate
     return None
@@ -100,7 +105,7 @@ def resolve_source(
                     else f"note: no checkpoint in {recipe.trainer.output}; using the model as "
                     "built from the recipe (pass --checkpoint to choose one)"
                 )
-        return recipe, checkpoint
+        return recipe, checkpoint and absolute(checkpoint)
     if checkpoint is not None:
         raise ConfigError(
             f"--checkpoint {checkpoint}: SOURCE {source} is already a checkpoint; "
@@ -109,7 +114,8 @@ def resolve_source(
     from visionforge.engine import load_checkpoint
 
     stored = load_checkpoint(source)["recipe"]
-    return recipe_from_dict(stored, overrides, source=f"{source} (stored recipe)"), source
+    recipe = recipe_from_dict(stored, overrides, source=f"{source} (stored recipe)")
+    return recipe, absolute(source)
 
 
 def _dataset_config(recipe: Recipe) -> tuple[BaseModel, str]:
@@ -143,7 +149,7 @@ def example_shape(recipe: Recipe, exporter_cfg: BaseModel) -> tuple[int, ...]:
 def default_export_path(recipe: Recipe, checkpoint: str | None, suffix: str) -> str:
     """Beside the checkpoint (``best.ckpt`` -> ``best.onnx``), else ``OUTPUT/model.onnx``."""
     if checkpoint is None:
-        return storage.join(str(recipe.trainer.output), f"model{suffix}")
+        return absolute(storage.join(str(recipe.trainer.output), f"model{suffix}"))
     join = posixpath if storage.is_remote(checkpoint) else os.path
     stem = join.splitext(checkpoint)[0]
     return stem + suffix
@@ -196,7 +202,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(format_metrics(metrics))
     if args.report:
-        _note(f"reports written to {args.report}")
+        from visionforge.runners.local import list_artifacts
+
+        written = list_artifacts(args.report)
+        if written:
+            _note("reports:\n" + "\n".join(f"  {path}" for path in written))
+        else:
+            _note(
+                f"note: evaluator {recipe.evaluator.type if recipe.evaluator else None!r} wrote "
+                "no reports with these settings (topk writes them with per_class: true)"
+            )
     return 0
 
 
@@ -262,7 +277,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     device = _device(args.device)
     model.to(device).eval()
     names: list[str] | None = getattr(model, "class_names", None)
-    results: dict[str, list[dict[str, Any]]] = {}
+    results: list[dict[str, Any]] = []
     chunks = [args.images[i : i + PREDICT_BATCH] for i in range(0, len(args.images), PREDICT_BATCH)]
     for chunk in tqdm(chunks, desc="predict", unit="batch", disable=None):
         batch = torch.stack([preprocess(_read_image(p, channels)) for p in chunk]).to(device)
@@ -279,7 +294,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         k = min(args.topk, probs.shape[-1])
         top = probs.topk(k, dim=-1)
         for path, values, indices in zip(chunk, top.values, top.indices, strict=True):
-            results[path] = [
+            ranked = [
                 {
                     "class": names[i] if names and i < len(names) else f"class {i}",
                     "index": int(i),
@@ -287,14 +302,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 }
                 for v, i in zip(values.tolist(), indices.tolist(), strict=True)
             ]
+            results.append({"image": path, "top": ranked})
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    for path, ranked in results.items():
-        print(path)
+    for item in results:
+        print(item["image"])
         rows = [
             (f"{rank}.", r["class"], f"{100 * r['probability']:.2f}%")
-            for rank, r in enumerate(ranked, start=1)
+            for rank, r in enumerate(item["top"], start=1)
         ]
         print("\n".join("  " + line for line in format_table(rows).splitlines()))
     return 0
@@ -329,8 +345,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     shape = example_shape(recipe, exporter_cfg)
     model, recipe = load_model(recipe, checkpoint)
     model.cpu().eval()
-    out = args.out or default_export_path(
-        recipe, checkpoint, getattr(exporter, "suffix", f".{args.to}")
+    out = (
+        absolute(args.out)
+        if args.out
+        else default_export_path(recipe, checkpoint, getattr(exporter, "suffix", f".{args.to}"))
     )
     example = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0))
     artifact = exporter.export(

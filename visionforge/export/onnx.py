@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from visionforge.config import Recipe
 
 INPUT_NAME = "image"
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def build_onnx(cfg: OnnxExporterConfig) -> OnnxExporter:
@@ -136,6 +138,8 @@ def _publish(staged: Path, out: str) -> None:
 class OnnxExporter:
     """Exports a model to ONNX and proves the file computes what the model computes."""
 
+    suffix = ".onnx"
+
     def __init__(self, cfg: OnnxExporterConfig) -> None:
         self.cfg = cfg
 
@@ -221,11 +225,28 @@ class OnnxExporter:
                 assert program is not None  # dynamo=True always returns the program
                 program.save(dest)
         except Exception as err:
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            root: BaseException = err
+            while root.__cause__ is not None:
+                root = root.__cause__
+            text = _ANSI_ESCAPE.sub("", str(root)).strip()
+            reason = f"{type(root).__name__}: {text.splitlines()[0] if text else ''}"
             raise ExportError(
                 f"{out}: torch.onnx.export (opset {self.cfg.opset}) failed: {reason} "
                 "(run with --debug for the full trace)"
             ) from err
+        opset = next(
+            (
+                o.version
+                for o in onnx.load(os.fspath(dest), load_external_data=False).opset_import
+                if o.domain in ("", "ai.onnx")
+            ),
+            None,
+        )
+        if opset != self.cfg.opset:
+            raise ExportError(
+                f"{out}: asked for opset {self.cfg.opset} but the exported model has opset "
+                f"{opset} (torch.onnx could not convert it); use opset 18 or newer"
+            )
 
     def _check(self, path: Path, out: str) -> None:
         try:

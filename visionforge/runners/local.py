@@ -9,7 +9,9 @@ console when ``echo`` is on) and its exit code decides the status.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import logging
 import os
 import re
@@ -59,6 +61,18 @@ def _last_error_line(log: str) -> str:
     lines = [line.strip() for line in log.splitlines() if line.strip()]
     errors = [line for line in lines if _ERROR_LINE.search(line)]
     return (errors or lines or [""])[-1]
+
+
+def _worker_summary(log: str) -> TrainResult | None:
+    """The TrainResult that rank 0 of ``visionforge.engine.worker`` printed as a JSON line."""
+    from visionforge.engine import TrainResult
+
+    for line in reversed(log.splitlines()):
+        if not line.startswith("{"):
+            continue
+        with contextlib.suppress(ValueError, TypeError):
+            return TrainResult(**json.loads(line))
+    return None
 
 
 class _LogCapture(logging.Handler):
@@ -131,6 +145,7 @@ class TorchrunRun:
         self.recipe = recipe
         self.output = str(recipe.trainer.output)
         self.error: BaseException | None = None
+        self.result: TrainResult | None = None
         self._stopped = False
         remote = storage.is_remote(self.output)
         self._local_dir = Path(
@@ -185,9 +200,10 @@ class TorchrunRun:
         code = self._process.poll()
         if code is None:
             return "running"
-        if self._stopped:
-            return "stopped"
-        return "completed" if code == 0 else "failed"
+        if code != 0:
+            return "stopped" if self._stopped else "failed"
+        stopped = self.result.stopped_by_signal if self.result else self._stopped
+        return "stopped" if stopped else "completed"
 
     def stop(self) -> None:
         """Ask every process to checkpoint and stop (SIGTERM to torchrun's process group)."""
@@ -219,6 +235,7 @@ class TorchrunRun:
 
     def _finish(self) -> None:
         self._pump.join()
+        self.result = _worker_summary(self.logs())
         if storage.is_remote(self.output):
             storage.put_file(self.log_path, storage.join(self.output, LOG_NAME))
 
