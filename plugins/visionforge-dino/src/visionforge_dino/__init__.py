@@ -1,3 +1,3 @@
-"""visionforge-dino: DETR and DINO detectors with compiled multi-scale deformable attention for visionforge."""
+"""visionforge-dino: DETR and DINO detectors with compiled multi-scale deformable attention."""
 
 __version__ = "0.1.0"
