@@ -54,7 +54,8 @@ class CocoEvalResult:
     gt: dict[str, Any]
     dt: list[dict[str, Any]]
     matches: dict[int, int] = field(default_factory=dict)
-    """Detection id -> matched ground-truth id at IoU 0.5 (area all, 100 detections)."""
+    """Detection id -> matched ground-truth id at IoU 0.5 (area all, 100 detections);
+    detections matching crowd regions are left out (COCO ignores them)."""
 
     def flat_metrics(self) -> dict[str, float]:
         """The 12 metrics, ``AP/<class>`` per class, and F1 figures, in one dict."""
@@ -158,7 +159,7 @@ def _pycocotools(
             continue
         for j, dt_id in enumerate(item["dtIds"]):
             gt_id = int(item["dtMatches"][0][j])
-            if gt_id > 0 and not item["dtIgnore"][0][j]:
+            if gt_id > 0:
                 matches[int(dt_id)] = gt_id
     results = list(coco_dt.anns.values())
     return np.asarray(ev.stats[:12]), ev.eval["precision"], p.iouThrs, matches, results
@@ -217,8 +218,12 @@ def evaluate_coco(
         values = precision[:, :, k, 0, -1]
         values = values[values > -1]
         per_class[names[cat]] = float(values.mean()) if values.size else -1.0
-    scores = np.fromiter((r["score"] for r in results), dtype=np.float64, count=len(results))
-    is_tp = np.fromiter((r["id"] in matches for r in results), dtype=bool, count=len(results))
+    crowd = {a["id"] for a in gt_data["annotations"] if a.get("iscrowd", 0)}
+    ignored = {d for d, g in matches.items() if g in crowd}  # matched a crowd region
+    matches = {d: g for d, g in matches.items() if g not in crowd}
+    kept = [r for r in results if r["id"] not in ignored] if ignored else results
+    scores = np.fromiter((r["score"] for r in kept), dtype=np.float64, count=len(kept))
+    is_tp = np.fromiter((r["id"] in matches for r in kept), dtype=bool, count=len(kept))
     f1 = best_f1(scores, is_tp, num_gt)
     return CocoEvalResult(
         metrics=metrics,
