@@ -107,15 +107,33 @@ def _names(value: str | Iterable[str] | None) -> list[str]:
     return [value] if isinstance(value, str) else list(value or [])
 
 
+def _check_fits(
+    net: nn.Module, state: Mapping[str, torch.Tensor], path: str, head: tuple[str, ...] = ()
+) -> None:
+    """Raise CheckpointError unless ``state`` has exactly the network's keys; keys under the
+    ``head`` prefixes may be missing (a headless backbone checkpoint)."""
+    own = set(net.state_dict())
+    unexpected = sorted(set(state) - own)
+    missing = sorted(k for k in own - set(state) if not k.startswith(head))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: does not fit this model: {len(missing)} missing keys {missing[:3]}, "
+            f"{len(unexpected)} unexpected keys {unexpected[:3]}; "
+            "pass weights saved from the same architecture"
+        )
+
+
 def _load_timm_pretrained(
     net: nn.Module, state: dict[str, torch.Tensor], path: str, in_chans: int
 ) -> None:
     """Load ``state`` with timm's pretrained loader: a head of another size is dropped and
     re-initialized, input-conv weights are adapted to ``in_chans`` as timm does."""
     pretrained_cfg: dict[str, Any] = dict(getattr(net, "pretrained_cfg", None) or {})
+    classifiers = _names(pretrained_cfg.get("classifier"))
+    _check_fits(net, state, path, head=tuple(f"{c}." for c in classifiers))
     pretrained_cfg.update(state_dict=state, custom_load=False)
     file_classes = None
-    for classifier in _names(pretrained_cfg.get("classifier")):
+    for classifier in classifiers:
         weight = state.get(f"{classifier}.weight")
         if weight is not None:
             file_classes = pretrained_cfg["num_classes"] = int(weight.shape[0])
@@ -136,8 +154,8 @@ def _load_timm_pretrained(
         )
     except RuntimeError as err:
         raise CheckpointError(
-            f"{path}: does not fit timm model {pretrained_cfg.get('architecture')!r}: "
-            f"{str(err).strip().splitlines()[0]}; pass weights saved from the same architecture"
+            f"{path}: does not fit this model: {str(err).strip().splitlines()[0]}; "
+            "pass weights saved from the same architecture"
         ) from None
     if file_classes is not None and file_classes != num_classes:
         warnings.warn(
@@ -170,18 +188,19 @@ def build_timm(cfg: TimmModelConfig) -> ClassifierModel:
 
 
 def _load_dropping_mismatched(net: nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
-    """Load ``state`` strictly except for keys whose shape differs (a head for another class
-    count), which keep their fresh initialization; warn naming them."""
+    """Load ``state`` strictly except for head keys (the last layer) whose shape differs (another
+    class count), which keep their fresh initialization; warn naming them."""
+    _check_fits(net, state, path)
     own = net.state_dict()
-    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    state = {k: v for k, v in state.items() if k not in mismatched}
-    result = net.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if k not in mismatched]
-    if missing or result.unexpected_keys:
+    head = next(reversed(own)).rsplit(".", 1)[0] + "."
+    mismatched = [k for k, v in state.items() if own[k].shape != v.shape]
+    if any(not k.startswith(head) for k in mismatched):
+        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in mismatched]
         raise CheckpointError(
-            f"{path}: does not fit this model: missing {missing[:3]}, unexpected "
-            f"{result.unexpected_keys[:3]}; pass weights saved from the same architecture"
+            f"{path}: does not fit this model: shapes differ for {', '.join(shapes[:3])}; "
+            "pass weights saved from the same architecture"
         )
+    net.load_state_dict({k: v for k, v in state.items() if k not in mismatched}, strict=False)
     if mismatched:
         warnings.warn(
             f"model.pretrained_path: {path}: re-initialized {', '.join(mismatched)} "
