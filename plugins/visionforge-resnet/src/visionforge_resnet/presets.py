@@ -131,6 +131,7 @@ def imagenet_recipe(
             "batch_size": batch_size,
             "precision": "bf16",
             "channels_last": True,
+            "train_metrics": True,
             "ema": {"decay": 0.9998} if ema else None,
             "output": output,
             "loggers": ["console", "csv", "tensorboard"],
