@@ -27,8 +27,13 @@ def test_round_trip_yolo_coco_yolo_reproduces_labels(tmp_path: Path, rows: str) 
     spec = ShapesSpec(num_images=6, image_size=64, seed=3)
     src = write_synthetic(tmp_path / "src", spec, "yolo", rows=rows, progress=False)  # type: ignore[arg-type]
     yolo_to_coco(src, tmp_path / "coco", split="train", progress=False)
-    coco_to_yolo(tmp_path / "coco/images", tmp_path / "coco/annotations.json",
-                 tmp_path / "back", split="train", progress=False)
+    coco_to_yolo(
+        tmp_path / "coco/images",
+        tmp_path / "coco/annotations.json",
+        tmp_path / "back",
+        split="train",
+        progress=False,
+    )
     originals = sorted((src / "labels/train").glob("*.txt"))
     assert originals
     for label in originals:
@@ -42,10 +47,12 @@ def test_round_trip_yolo_coco_yolo_reproduces_labels(tmp_path: Path, rows: str) 
 
 
 def test_coco_output_categories_boxes_and_area(make_yolo: YoloFactory, tmp_path: Path) -> None:
-    root = make_yolo({
-        "a.png": "1 0.5 0.5 0.25 0.5\n",
-        "b.png": "0 0.25 0.25 0.5 0.25 0.75 0.75\n",  # polygon (triangle)
-    })
+    root = make_yolo(
+        {
+            "a.png": "1 0.5 0.5 0.25 0.5\n",
+            "b.png": "0 0.25 0.25 0.5 0.25 0.75 0.75\n",  # polygon (triangle)
+        }
+    )
     report = yolo_to_coco(root, tmp_path / "out", split="train", progress=False)
     coco = json.loads((tmp_path / "out/annotations.json").read_text())
     assert coco["categories"] == [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
@@ -119,7 +126,7 @@ def test_bad_rows_stop_with_file_and_line(
 def test_slightly_outside_is_clipped_and_counted() -> None:
     parsed = parse_label_text("0 0.5 0.5 1.01 0.2\n0 0.5 0.5 0.2 0.2\n", "x.txt", 1)
     assert parsed.clipped == 1 and not parsed.problems
-    cx, cy, w, h = parsed.rows[0].coords
+    cx, _, w, _ = parsed.rows[0].coords
     assert cx - w / 2 == 0.0 and cx + w / 2 == 1.0
 
 
@@ -132,8 +139,7 @@ def test_skip_invalid_reports_every_skipped_item(make_yolo: YoloFactory, tmp_pat
     (root / "labels/train/corrupt.txt").write_text("")
     with pytest.raises(DataFormatError, match="--skip-invalid"):
         yolo_to_coco(root, tmp_path / "out", split="train", progress=False)
-    report = yolo_to_coco(root, tmp_path / "out", split="train", skip_invalid=True,
-                          progress=False)
+    report = yolo_to_coco(root, tmp_path / "out", split="train", skip_invalid=True, progress=False)
     written = json.loads((tmp_path / "out/conversion_report.json").read_text())
     wheres = " ".join(p["where"] + p["message"] for p in written["skipped"])
     for needle in ("bad.txt:1", "nolabel.png", "orphan.txt", "corrupt.png"):
@@ -164,21 +170,37 @@ def test_exif_orientation_swaps_size(make_yolo: YoloFactory, tmp_path: Path) -> 
     assert (img["width"], img["height"]) == (48, 64)
 
 
-def test_crowd_annotations_survive_coco_yolo_coco(tmp_path: Path, image_writer: ImageWriter) -> None:
+def test_crowd_annotations_survive_coco_yolo_coco(
+    tmp_path: Path, image_writer: ImageWriter
+) -> None:
     image_writer(tmp_path / "images/a.png")
     coco = {
         "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
         "categories": [{"id": 1, "name": "person"}],
         "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 10], "area": 100,
-             "iscrowd": 0},
-            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [20, 5, 30, 20], "area": 300,
-             "iscrowd": 1, "segmentation": {"size": [48, 64], "counts": [300, 20, 2752]}},
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [1, 2, 10, 10],
+                "area": 100,
+                "iscrowd": 0,
+            },
+            {
+                "id": 2,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [20, 5, 30, 20],
+                "area": 300,
+                "iscrowd": 1,
+                "segmentation": {"size": [48, 64], "counts": [300, 20, 2752]},
+            },
         ],
     }
     (tmp_path / "ann.json").write_text(json.dumps(coco))
-    report = coco_to_yolo(tmp_path / "images", tmp_path / "ann.json", tmp_path / "yolo",
-                          progress=False)
+    report = coco_to_yolo(
+        tmp_path / "images", tmp_path / "ann.json", tmp_path / "yolo", progress=False
+    )
     assert report.crowd == 1
     assert len((tmp_path / "yolo/labels/train/a.txt").read_text().splitlines()) == 1
     yolo_to_coco(tmp_path / "yolo", tmp_path / "back", split="train", progress=False)
@@ -190,14 +212,29 @@ def test_crowd_annotations_survive_coco_yolo_coco(tmp_path: Path, image_writer: 
 
 def test_coco_to_yolo_keeps_other_splits(tmp_path: Path, image_writer: ImageWriter) -> None:
     image_writer(tmp_path / "images/a.png")
-    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
-            "categories": [{"id": 5, "name": "x"}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 5, "bbox": [0, 0, 32, 24],
-                             "area": 768, "iscrowd": 0}]}
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
+        "categories": [{"id": 5, "name": "x"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 5,
+                "bbox": [0, 0, 32, 24],
+                "area": 768,
+                "iscrowd": 0,
+            }
+        ],
+    }
     (tmp_path / "ann.json").write_text(json.dumps(coco))
     for split in ("train", "val"):
-        coco_to_yolo(tmp_path / "images", tmp_path / "ann.json", tmp_path / "yolo", split=split,
-                     progress=False)
+        coco_to_yolo(
+            tmp_path / "images",
+            tmp_path / "ann.json",
+            tmp_path / "yolo",
+            split=split,
+            progress=False,
+        )
     assert (tmp_path / "yolo/labels/train/a.txt").read_text() == "0 0.25 0.25 0.5 0.5\n"
     assert (tmp_path / "yolo/labels/val/a.txt").is_file()
     assert "val: images/val" in (tmp_path / "yolo/data.yaml").read_text()

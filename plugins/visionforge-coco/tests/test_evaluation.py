@@ -20,12 +20,15 @@ from visionforge_coco.problems import DataFormatError
 from visionforge_coco.report import write_eval_report
 
 
-def random_case(seed: int, images: int = 12, classes: int = 4) -> tuple[dict[str, Any], list[
-    dict[str, Any]]]:
+def random_case(
+    seed: int, images: int = 12, classes: int = 4
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     rng = np.random.default_rng(seed)
     gt: dict[str, Any] = {
-        "images": [{"id": i + 1, "file_name": f"{i}.png", "width": 200, "height": 150}
-                   for i in range(images)],
+        "images": [
+            {"id": i + 1, "file_name": f"{i}.png", "width": 200, "height": 150}
+            for i in range(images)
+        ],
         "categories": [{"id": c + 1, "name": f"c{c}"} for c in range(classes)],
         "annotations": [],
     }
@@ -35,19 +38,35 @@ def random_case(seed: int, images: int = 12, classes: int = 4) -> tuple[dict[str
             w, h = rng.uniform(4, 120), rng.uniform(4, 100)
             x, y = rng.uniform(0, 200 - w), rng.uniform(0, 150 - h)
             cat = int(rng.integers(1, classes + 1))
-            gt["annotations"].append({
-                "id": len(gt["annotations"]) + 1, "image_id": img["id"], "category_id": cat,
-                "bbox": [x, y, w, h], "area": w * h, "iscrowd": int(rng.uniform() < 0.05),
-            })
+            gt["annotations"].append(
+                {
+                    "id": len(gt["annotations"]) + 1,
+                    "image_id": img["id"],
+                    "category_id": cat,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": int(rng.uniform() < 0.05),
+                }
+            )
             if rng.uniform() < 0.8:
                 jitter = rng.normal(0, 0.1 * min(w, h), 2)
-                dets.append({"image_id": img["id"], "bbox": [x + jitter[0], y + jitter[1], w, h],
-                             "category_id": cat if rng.uniform() < 0.85 else 1,
-                             "score": float(rng.uniform())})
+                dets.append(
+                    {
+                        "image_id": img["id"],
+                        "bbox": [x + jitter[0], y + jitter[1], w, h],
+                        "category_id": cat if rng.uniform() < 0.85 else 1,
+                        "score": float(rng.uniform()),
+                    }
+                )
         for _ in range(int(rng.integers(0, 4))):
-            dets.append({"image_id": img["id"], "category_id": int(rng.integers(1, classes + 1)),
-                         "bbox": [*rng.uniform(0, 100, 2).tolist(), 30.0, 20.0],
-                         "score": float(rng.uniform())})
+            dets.append(
+                {
+                    "image_id": img["id"],
+                    "category_id": int(rng.integers(1, classes + 1)),
+                    "bbox": [*rng.uniform(0, 100, 2).tolist(), 30.0, 20.0],
+                    "score": float(rng.uniform()),
+                }
+            )
     return gt, dets
 
 
@@ -91,15 +110,29 @@ def test_best_f1_by_hand() -> None:
 def test_perfect_detections_and_error_analysis() -> None:
     gt, _ = random_case(1)
     plain = [a for a in gt["annotations"] if not a["iscrowd"]]
-    dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
-             "score": 0.9} for a in plain]
+    dets = [
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "bbox": a["bbox"],
+            "score": 0.9,
+        }
+        for a in plain
+    ]
     first = plain[0]
     x, y, w, h = first["bbox"]
-    dets.append({"image_id": first["image_id"], "category_id": first["category_id"],
-                 "bbox": [x, y, w, h], "score": 0.95})  # duplicate
+    dets.append(
+        {
+            "image_id": first["image_id"],
+            "category_id": first["category_id"],
+            "bbox": [x, y, w, h],
+            "score": 0.95,
+        }
+    )  # duplicate
     other = 1 + first["category_id"] % 4
-    dets.append({"image_id": first["image_id"], "category_id": other, "bbox": [x, y, w, h],
-                 "score": 0.95})  # class confusion
+    dets.append(
+        {"image_id": first["image_id"], "category_id": other, "bbox": [x, y, w, h], "score": 0.95}
+    )  # class confusion
     result = evaluate_coco(gt, dets)
     assert result.metrics["AP50"] > 0.9
     errors = analyze_errors(result)
@@ -113,8 +146,7 @@ def test_report_files(tmp_path: Path) -> None:
     gt, dets = random_case(3)
     written = write_eval_report(evaluate_coco(gt, dets), tmp_path)
     names = {Path(p).name for p in written}
-    assert names == {"metrics.json", "per_class.csv", "errors.csv", "pr_curves.png",
-                     "errors.png"}
+    assert names == {"metrics.json", "per_class.csv", "errors.csv", "pr_curves.png", "errors.png"}
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(METRIC_NAMES) <= set(metrics) and "AP/c0" in metrics and "F1" in metrics
     assert (tmp_path / "pr_curves.png").read_bytes()[:4] == b"\x89PNG"
@@ -134,13 +166,28 @@ def test_evaluator_maps_labels_to_category_ids(tmp_path: Path) -> None:
     gt = {
         "images": [{"id": 7, "file_name": "a.png", "width": 100, "height": 80}],
         "categories": [{"id": 3, "name": "a"}, {"id": 10, "name": "b"}],
-        "annotations": [{"id": 1, "image_id": 7, "category_id": 10, "bbox": [10, 10, 30, 20],
-                         "area": 600, "iscrowd": 0}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 7,
+                "category_id": 10,
+                "bbox": [10, 10, 30, 20],
+                "area": 600,
+                "iscrowd": 0,
+            }
+        ],
     }
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     evaluator = CocoEvaluator(CocoEvaluatorConfig(annotations=str(tmp_path / "gt.json")), "bbox")
-    outputs = {"detections": [{"boxes": torch.tensor([[10.0, 10.0, 40.0, 30.0]]),
-                               "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}]}
+    outputs = {
+        "detections": [
+            {
+                "boxes": torch.tensor([[10.0, 10.0, 40.0, 30.0]]),
+                "scores": torch.tensor([0.9]),
+                "labels": torch.tensor([1]),
+            }
+        ]
+    }
     evaluator.update(outputs, {"target": [{"image_id": 7}]})
     metrics = evaluator.compute()
     assert metrics["AP"] == pytest.approx(1.0) and metrics["AP/b"] == pytest.approx(1.0)
