@@ -1,0 +1,73 @@
+"""Lineage manifests and ``visionforge lineage``: dataset -> checkpoint -> ONNX."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from visionforge import cli, lineage
+from visionforge.components.configs import OnnxExporterConfig
+from visionforge.export.onnx import build_onnx
+
+
+def _artifact(path: Path, content: bytes) -> str:
+    path.write_bytes(content)
+    return str(path)
+
+
+def test_manifest_fields(tmp_path: Path) -> None:
+    data = _artifact(tmp_path / "data.json", b"[1, 2, 3]")
+    manifest = lineage.write_manifest(data, "dataset", metrics={"images": 3}, cost={"usd": 0.5})
+    assert lineage.read_manifest(data) == manifest
+    assert manifest["kind"] == "dataset" and manifest["id"].startswith("dataset-")
+    assert manifest["size"] == 9 and len(manifest["sha256"]) == 64
+    assert manifest["parents"] == [] and manifest["cost"] == {"usd": 0.5}
+    assert {"created", "recipe_sha256", "metrics", "path"} <= set(manifest)
+
+
+def test_chain_dataset_checkpoint_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _artifact(tmp_path / "train.json", b"{}")
+    data_id = lineage.write_manifest(data, "dataset")["id"]
+    ckpt = _artifact(tmp_path / "best.ckpt", b"weights")
+    ckpt_id = lineage.write_manifest(ckpt, "checkpoint", parents=[data], metrics={"top1": 0.5})[
+        "id"
+    ]
+    onnx_path = str(tmp_path / "best.onnx")
+    artifact = build_onnx(OnnxExporterConfig()).export(
+        nn.Linear(4, 2), torch.randn(1, 4), onnx_path, parents=[ckpt]
+    )
+    assert artifact.manifest["parents"] == [{"path": ckpt, "id": ckpt_id}]
+
+    assert cli.main(["lineage", onnx_path]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith(f"onnx {artifact.manifest['id']} {onnx_path} sha256:")
+    assert "max_abs_diff=" in lines[0]
+    assert lines[1].startswith(f"<- checkpoint {ckpt_id} {ckpt}") and "top1=0.5" in lines[1]
+    assert lines[2].startswith(f"  <- dataset {data_id} {data}")
+
+    assert cli.main(["lineage", onnx_path, "--json"]) == 0
+    chain = json.loads(capsys.readouterr().out)
+    assert [item["id"] for item in chain] == [artifact.manifest["id"], ckpt_id, data_id]
+
+
+def test_parent_without_manifest_ends_the_chain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = _artifact(tmp_path / "foreign.ckpt", b"x")
+    child = _artifact(tmp_path / "model.bin", b"y")
+    lineage.write_manifest(child, "onnx", parents=[ckpt])
+    assert cli.main(["lineage", child]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == f"<- {ckpt} (no manifest)"
+
+
+def test_artifact_without_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bare = _artifact(tmp_path / "bare.onnx", b"z")
+    assert cli.main(["lineage", bare]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bare}: no lineage manifest") and err.count("\n") == 1
