@@ -8,9 +8,11 @@ sample. ``register()`` adds both to the registries under the ``enginetest`` name
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from pydantic import Field
 from torch import nn
@@ -20,6 +22,18 @@ import visionforge
 from visionforge.config import ComponentConfig, Recipe, recipe_from_dict
 
 NAMESPACE = "enginetest"
+SUBPROCESS_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+"""Environment for subprocess runs: one intra-op thread (this machine's cores are shared)."""
+
+
+@pytest.fixture(autouse=True)
+def single_thread() -> Iterator[None]:
+    """One intra-op thread: tiny models run far faster than with threads fighting for
+    shared cores. Import into a test module to apply it there."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 class TinyNetConfig(ComponentConfig):
@@ -123,10 +137,13 @@ BASE: dict[str, Any] = {
 
 
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge ``extra`` into a copy of ``base``."""
+    """Deep-merge ``extra`` into a copy of ``base``; a block naming another ``type``
+    replaces the block instead."""
     out = copy.deepcopy(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        old = out.get(key)
+        same_type = isinstance(old, dict) and value.get("type", old.get("type")) == old.get("type")
+        if isinstance(value, dict) and isinstance(old, dict) and same_type:
             out[key] = merge(out[key], value)
         else:
             out[key] = value
@@ -142,3 +159,35 @@ def tiny_recipe(output: str | Path, **blocks: Any) -> Recipe:
     """The tiny recipe (components registered) writing to ``output``."""
     register()
     return recipe_from_dict(tiny_recipe_data(output, **blocks))
+
+
+def _main() -> int:
+    """Script mode for subprocess tests: ``python test_engine_support.py RECIPE.json
+    [--resume] [--kill-at STEP]`` (also runs under torchrun, one process per rank)."""
+    import argparse
+    import os
+    import signal
+
+    from visionforge.engine import worker
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("recipe")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--kill-at", type=int, default=None, help="SIGKILL self after this step")
+    args = parser.parse_args()
+    register()
+    if args.kill_at is not None:
+        kill_at = args.kill_at
+
+        class Killer:
+            @visionforge.hookimpl
+            def visionforge_train_step_end(self, trainer: Any, step: int, losses: Any) -> None:
+                if step == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        visionforge.plugins.register_plugin("enginetest-killer", Killer())
+    return worker.main([args.recipe, *(["--resume"] if args.resume else [])])
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

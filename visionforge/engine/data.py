@@ -31,8 +31,10 @@ class SeededDataset(Dataset[Any]):
     """Wraps a map-style dataset: item ``(epoch, index)`` is ``dataset[index]`` computed with
     torch, numpy and python RNGs seeded from ``(seed, epoch, index)``.
 
-    The caller's RNG states are restored afterwards, so loading in the main process does not
-    disturb the model's random stream (dropout, mixup).
+    The torch CPU generator's state is restored afterwards, so loading in the main process
+    does not disturb the model's random stream (dropout). numpy's and python's global RNGs
+    are left seeded (saving them costs more than the sample); the trainer reseeds them per
+    batch before it uses them (mixup).
     """
 
     def __init__(self, dataset: Any, seed: int) -> None:
@@ -45,17 +47,25 @@ class SeededDataset(Dataset[Any]):
     def __getitem__(self, key: SampleKey) -> Any:
         epoch, index = key
         seed = sample_seed(self.seed, epoch, index)
-        py_state = random.getstate()
-        np_state = np.random.get_state()
+        seed_host_rngs(seed)
+        generator = torch.default_generator
+        state = generator.get_state()
         try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                random.seed(seed)
-                np.random.seed(seed & 0xFFFFFFFF)
-                return self.dataset[index]
+            generator.manual_seed(seed)
+            return self.dataset[index]
         finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
+            generator.set_state(state)
+
+
+def seed_host_rngs(seed: int) -> None:
+    """Seed python's ``random`` and numpy's global RNG."""
+    random.seed(seed)
+    np.random.seed(seed & 0xFFFFFFFF)
+
+
+def batch_seed(seed: int, epoch: int, batch: int) -> int:
+    """Seed for batch-level randomness (mixup) of one micro-batch of one epoch."""
+    return sample_seed(seed + 0x5EED, epoch, batch)
 
 
 class ResumableSampler(Sampler[SampleKey]):

@@ -180,10 +180,7 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def plot_curves(history: Sequence[Row], path: Path) -> Path:
     """training_curves.png: train loss and lr per logged step, epoch metrics per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # Agg canvas, no pyplot state
 
     steps = [r for r in history if r.get("kind") == "step"]
     epochs = [r for r in history if r.get("kind") == "epoch"]
@@ -191,7 +188,8 @@ def plot_curves(history: Sequence[Row], path: Path) -> Path:
         {k for r in epochs for k in r if k.startswith(("val/", "train/")) and k != "train/loss"}
     )
     panels = 2 + (1 if metric_keys else 0)
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
+    fig = Figure(figsize=(5 * panels, 4), layout="tight")
+    axes = fig.subplots(1, panels, squeeze=False)
     ax_loss, ax_lr = axes[0][0], axes[0][1]
     if steps:
         ax_loss.plot([r["step"] for r in steps], [r["train/loss"] for r in steps], label="step")
@@ -210,11 +208,9 @@ def plot_curves(history: Sequence[Row], path: Path) -> Path:
                 ax_metrics.plot(*zip(*points, strict=True), "o-", label=key)
         ax_metrics.set(title="epoch metrics", xlabel="epoch")
         ax_metrics.legend(fontsize="small")
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     with storage.atomic_local_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
     return path
 
 

@@ -9,7 +9,8 @@ from typing import Any
 
 
 class StopSignal:
-    """Context manager that turns SIGTERM/SIGINT into a flag (main thread only)."""
+    """Context manager that turns SIGTERM/SIGINT into a flag (main thread only); a second
+    signal gets the previous handler (e.g. Ctrl-C twice interrupts at once)."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -22,6 +23,10 @@ class StopSignal:
         return self.received is not None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is not None:  # asked twice: stop now, the default way
+            self._restore()
+            signal.raise_signal(signum)
+            return
         self.received = signum
 
     def __enter__(self) -> StopSignal:
@@ -36,6 +41,9 @@ class StopSignal:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()

@@ -34,7 +34,13 @@ from visionforge.engine.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from visionforge.engine.data import ResumableSampler, SeededDataset, make_loader
+from visionforge.engine.data import (
+    ResumableSampler,
+    SeededDataset,
+    batch_seed,
+    make_loader,
+    seed_host_rngs,
+)
 from visionforge.engine.evaluation import autocast_for, eval_loader, run_evaluation
 from visionforge.engine.loggers import (
     ConsoleLogger,
@@ -342,7 +348,9 @@ class Trainer:
             first = self.step_in_epoch * accum
             micro = min(accum, self.micro_batches_per_epoch - first)
             for index in range(micro):
-                losses = self._micro_step(next(batches), micro, last=index == micro - 1)
+                losses = self._micro_step(
+                    next(batches), first + index, micro, last=index == micro - 1
+                )
                 for key, value in losses.items():
                     detached = value.detach().float()
                     self._sums[key] = self._sums[key] + detached if key in self._sums else detached
@@ -354,7 +362,7 @@ class Trainer:
                 self._log_step(logged_sums, logged_count)
                 logged_sums, logged_count = dict(self._sums), self._count
             if self._step_hook is not None:
-                scalars = {k: float(v) for k, v in losses.items()}
+                scalars = {k: float(v.detach()) for k, v in losses.items()}
                 self._step_hook(trainer=self, step=self.global_step, losses=scalars)
             if self._stop_requested(logging_step):
                 self._save(LAST)
@@ -363,9 +371,13 @@ class Trainer:
                 self._save(LAST)
         return False
 
-    def _micro_step(self, raw: Any, micro: int, last: bool) -> Mapping[str, torch.Tensor]:
+    def _micro_step(
+        self, raw: Any, batch_index: int, micro: int, last: bool
+    ) -> Mapping[str, torch.Tensor]:
         batch = self.prepare(move_to_device(raw, self.device, non_blocking=True))
         if self.mixup is not None and "label" in batch:
+            # timm's Mixup draws from numpy/python: seed them per batch (resume, workers)
+            seed_host_rngs(batch_seed(self.cfg.seed, self.epoch, batch_index))
             image, label = self.mixup(batch["image"], batch["label"])
             batch = {**batch, "image": image, "label": label}
         sync = last or not self.dist.enabled

@@ -1,0 +1,166 @@
+"""Exact resume: after a crash, SIGKILL at a random step, or SIGTERM, the run ends with the
+weights of an uninterrupted run; fsspec outputs resume from their URL."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from test_engine_support import (  # noqa: E402
+    SUBPROCESS_ENV,
+    single_thread,  # noqa: F401 (autouse fixture)
+    tiny_recipe,
+    tiny_recipe_data,
+)
+
+import visionforge  # noqa: E402
+from visionforge.engine import Trainer, load_checkpoint  # noqa: E402
+
+SUPPORT = Path(__file__).parent / "test_engine_support.py"
+
+# dropout, augmentation from the global RNG, momentum, EMA, warmup+cosine, mid-epoch saves:
+# every piece of state a resume has to restore
+RESUME_BLOCKS: dict[str, Any] = {
+    "model": {"type": "tiny_net", "dropout": 0.3},
+    "optimizer": {"type": "adamw", "lr": 0.01},
+    "schedule": {"type": "cosine", "warmup_steps": 3, "min_lr": 1e-4},
+    "trainer": {
+        "epochs": 3,
+        "checkpoint_every_steps": 1,
+        "log_every_steps": 1,
+        "ema": {"decay": 0.9},
+    },
+}
+
+
+class CrashAt:
+    """Plugin raising at a given optimizer step (a crash inside the training loop)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    @visionforge.hookimpl
+    def visionforge_train_step_end(self, trainer: Any, step: int, losses: Any) -> None:
+        if step == self.step:
+            raise RuntimeError(f"crash at step {step}")
+
+
+def assert_same_state(a: str, b: str) -> None:
+    left, right = load_checkpoint(a), load_checkpoint(b)
+    assert left["position"] == right["position"]
+    for part in ("model", "ema"):
+        for key, value in left[part].items():
+            assert torch.equal(value, right[part][key]), f"{part}.{key} differs"
+    assert left["metrics"] == right["metrics"]
+    assert left["history"] == right["history"]
+
+
+def test_resume_after_crash_mid_epoch_is_exact(tmp_path: Path) -> None:
+    reference = Trainer(tiny_recipe(tmp_path / "ref", **RESUME_BLOCKS)).fit()
+    crash = CrashAt(8)  # epoch 2 of 3, step 2 of 6
+    visionforge.plugins.register_plugin("enginetest-crash", crash)
+    try:
+        with pytest.raises(RuntimeError, match="crash at step 8"):
+            Trainer(tiny_recipe(tmp_path / "run", **RESUME_BLOCKS)).fit()
+    finally:
+        visionforge.LOADER.pm.unregister(crash)
+        visionforge.LOADER.infos.pop("enginetest-crash", None)
+    assert load_checkpoint(str(tmp_path / "run" / "last.ckpt"))["position"]["global_step"] == 7
+    resumed = Trainer(tiny_recipe(tmp_path / "run", **RESUME_BLOCKS), resume=True).fit()
+    assert_same_state(reference.last_checkpoint, resumed.last_checkpoint)
+    assert resumed.best_metric == reference.best_metric
+
+
+def run_subprocess(recipe_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SUPPORT), str(recipe_file), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **SUBPROCESS_ENV},
+    )
+
+
+@pytest.mark.slow
+def test_sigkill_at_a_random_step_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    kill_at = random.Random().randint(1, 17)  # 18 steps in all
+    note = f"killed at step {kill_at}"
+    reference = Trainer(tiny_recipe(tmp_path / "ref", **RESUME_BLOCKS)).fit()
+    recipe_file = tmp_path / "run.json"
+    recipe_file.write_text(json.dumps(tiny_recipe_data(tmp_path / "run", **RESUME_BLOCKS)))
+    killed = run_subprocess(recipe_file, "--kill-at", str(kill_at))
+    assert killed.returncode == -signal.SIGKILL, note
+    position = load_checkpoint(str(tmp_path / "run" / "last.ckpt"))["position"]
+    assert position["global_step"] == kill_at - 1, note  # step kill_at was never saved
+    resumed = run_subprocess(recipe_file, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"(global step {kill_at - 1})" in resumed.stdout
+    assert_same_state(reference.last_checkpoint, str(tmp_path / "run" / "last.ckpt"))
+
+
+@pytest.mark.slow
+def test_sigterm_writes_a_checkpoint_and_exits_zero(tmp_path: Path) -> None:
+    data = tiny_recipe_data(tmp_path / "run", trainer={"epochs": 500, "log_every_steps": 1})
+    recipe_file = tmp_path / "recipe.json"
+    recipe_file.write_text(json.dumps(data))
+    process = subprocess.Popen(
+        [sys.executable, str(SUPPORT), str(recipe_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **SUBPROCESS_ENV},
+    )
+    last = tmp_path / "run" / "last.ckpt"
+    deadline = time.monotonic() + 90
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # the first epoch-end checkpoint shows training is under way
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert result["stopped_by_signal"] is True
+    ckpt = load_checkpoint(str(last))
+    assert 6 <= ckpt["position"]["global_step"] < 500 * 6
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "stopped"
+
+
+def test_output_to_fsspec_url_and_resume_from_it(tmp_path: Path) -> None:
+    url = f"memory://enginetest/{tmp_path.name}/run"
+    first = Trainer(tiny_recipe(url, trainer={"epochs": 1, "loggers": ["csv", "tensorboard"]}))
+    result = first.fit()
+    fs = fsspec.filesystem("memory")
+    names = {Path(p).name for p in fs.find(url.removeprefix("memory://"))}
+    assert {
+        "last.ckpt",
+        "last.ckpt.manifest.json",
+        "best.ckpt",
+        "best.ckpt.manifest.json",
+        "metrics.csv",
+        "manifest.json",
+        "training_curves.png",
+    } <= names
+    assert any(n.startswith("events.out.tfevents") for n in names)
+    assert result.last_checkpoint == f"{url}/last.ckpt"
+    manifest = json.loads(fs.cat(f"{url}/last.ckpt.manifest.json"))
+    assert manifest["path"] == f"{url}/last.ckpt"
+    assert manifest["sha256"] and manifest["size"] == len(fs.cat(f"{url}/last.ckpt"))
+    assert not first.run_output.local_dir.exists()  # staging removed
+
+    more = Trainer(tiny_recipe(url, trainer={"epochs": 2}), resume=True)
+    assert (more.epoch, more.global_step) == (1, 6)
+    more.fit()
+    assert load_checkpoint(f"{url}/last.ckpt")["position"]["global_step"] == 12
