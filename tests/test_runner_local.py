@@ -1,0 +1,98 @@
+"""The local runner: in-process with nproc 1, torchrun with nproc 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from visionforge import REGISTRIES
+from visionforge.config import Recipe, recipe_from_dict
+from visionforge.errors import StorageError
+from visionforge.runners import RunFailedError
+from visionforge.runners.local import InProcessRun, LocalRunner, TorchrunRun
+
+SYNTHETIC = {"type": "synthetic_classification", "num_samples": 16, "image_size": 16}
+
+
+def tiny_recipe(
+    output: Path, nproc: int = 1, train: dict[str, Any] = SYNTHETIC, **trainer: Any
+) -> Recipe:
+    """A ~100k-parameter timm net on 16 generated 16x16 images, one epoch."""
+    return recipe_from_dict(
+        {
+            "name": "tiny",
+            "model": {"type": "timm", "name": "test_efficientnet", "num_classes": 4},
+            "data": {
+                "train": train,
+                "val": {"type": "synthetic_classification", "num_samples": 8, "image_size": 16},
+            },
+            "optimizer": {"type": "sgd", "lr": 0.05},
+            "trainer": {
+                "epochs": 1,
+                "batch_size": 4,
+                "device": "cpu",
+                "output": str(output),
+                "loggers": ["csv"],
+                **trainer,
+            },
+            "evaluator": {"type": "topk", "k": [1]},
+            "runner": {"type": "local", "nproc": nproc},
+        }
+    )
+
+
+def runner_for(recipe: Recipe) -> LocalRunner:
+    runner = REGISTRIES.runners.build(recipe.runner.as_dict(), "runner")
+    assert isinstance(runner, LocalRunner)
+    runner.echo = False
+    return runner
+
+
+@pytest.mark.slow
+def test_in_process_run(tmp_path: Path) -> None:
+    recipe = tiny_recipe(tmp_path / "run")
+    handle = runner_for(recipe).submit(recipe)
+    assert isinstance(handle, InProcessRun)
+    assert handle.wait() == "completed" and handle.status() == "completed"
+    assert handle.error is None and handle.result is not None
+    assert set(handle.result.metrics) >= {"train/loss", "val/top1"}
+    names = {Path(p).name for p in handle.artifacts()}
+    assert {"last.ckpt", "best.ckpt", "metrics.csv", "manifest.json"} <= names
+    assert isinstance(handle.logs(), str)
+
+
+def test_in_process_failure_is_kept(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-folder"
+    recipe = tiny_recipe(tmp_path / "run", train={"type": "image_folder", "root": str(missing)})
+    handle = runner_for(recipe).submit(recipe)
+    assert handle.status() == "failed" and handle.wait() == "failed"
+    assert handle.result is None
+    assert isinstance(handle.error, StorageError)
+    assert str(missing) in str(handle.error)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tmp_path: Path) -> None:
+    recipe = tiny_recipe(tmp_path / "run", nproc=2)
+    handle = runner_for(recipe).submit(recipe)
+    assert isinstance(handle, TorchrunRun)
+    assert handle.status() in {"running", "completed"}
+    assert handle.wait(timeout=300) == "completed", handle.logs()[-3000:]
+    assert handle.error is None
+    assert handle.result is not None and "val/top1" in handle.result.metrics
+    names = {Path(p).name for p in handle.artifacts()}
+    assert {"last.ckpt", "metrics.csv", "torchrun.log", "torchrun-recipe.json"} <= names
+    assert (tmp_path / "run" / "torchrun.log").read_text() == handle.logs()
+
+
+@pytest.mark.slow
+def test_torchrun_failure_names_the_cause(tmp_path: Path) -> None:
+    recipe = tiny_recipe(tmp_path / "run", nproc=2, batch_size=16)
+    handle = runner_for(recipe).submit(recipe)
+    assert handle.wait(timeout=300) == "failed"
+    assert isinstance(handle.error, RunFailedError)
+    message = str(handle.error)
+    assert "torchrun exited with code" in message and "fewer than one batch" in message
+    assert str(tmp_path / "run" / "torchrun.log") in message
