@@ -87,7 +87,7 @@ def run_checkpoint(recipe: Recipe) -> str | None:
 
 
 def resolve_source(
-    source: str, checkpoint: str | None, overrides: Sequence[str], *, announce: bool = True
+    source: str, checkpoint: str | None, overrides: Sequence[str]
 ) -> tuple[Recipe, str | None]:
     """(recipe, checkpoint) from ``RECIPE|CKPT`` and ``--checkpoint``, with ``--set`` applied.
 
@@ -98,13 +98,12 @@ def resolve_source(
         recipe = load_recipe(source, overrides)
         if checkpoint is None:
             checkpoint = run_checkpoint(recipe)
-            if announce:
-                _note(
-                    f"using {checkpoint}"
-                    if checkpoint
-                    else f"note: no checkpoint in {recipe.trainer.output}; using the model as "
-                    "built from the recipe (pass --checkpoint to choose one)"
-                )
+            _note(
+                f"using {checkpoint}"
+                if checkpoint
+                else f"note: no checkpoint in {recipe.trainer.output}; using the model as "
+                "built from the recipe (pass --checkpoint to choose one)"
+            )
         return recipe, checkpoint and absolute(checkpoint)
     if checkpoint is not None:
         raise ConfigError(
@@ -235,7 +234,12 @@ def _predict_preprocess(recipe: Recipe) -> tuple[int, Callable[[torch.Tensor], t
     import torch
     from torchvision import tv_tensors
 
-    from visionforge.data import classification_transforms, device_normalize
+    from visionforge.data import (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        classification_transforms,
+        device_normalize,
+    )
 
     dataset_cfg, path = _dataset_config(recipe)
     image_size = getattr(dataset_cfg, "image_size", None)
@@ -251,8 +255,8 @@ def _predict_preprocess(recipe: Recipe) -> tuple[int, Callable[[torch.Tensor], t
     }
     transform = classification_transforms(image_size, "eval", **options)
     mean, std = recipe.data.normalize_on_device or (
-        options.get("mean", (0.485, 0.456, 0.406)),
-        options.get("std", (0.229, 0.224, 0.225)),
+        options.get("mean", IMAGENET_MEAN),
+        options.get("std", IMAGENET_STD),
     )
 
     def preprocess(image: torch.Tensor) -> torch.Tensor:
