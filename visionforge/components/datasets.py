@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
@@ -72,7 +73,7 @@ class ImageFolder(Dataset[dict[str, Any]]):
             self.samples += [(path, label) for path in images]
         if skipped:
             warnings.warn(
-                f"{root}: skipped {len(skipped)} files without an image extension "
+                f"{root}: skipped {len(skipped)} file(s) without an image extension "
                 f"({', '.join(extensions)}), e.g. {self._display(skipped[0])}",
                 stacklevel=2,
             )
@@ -175,8 +176,10 @@ class SyntheticClassification(Dataset[dict[str, Any]]):
         return self.num_samples
 
     def _generator(self, index: int) -> torch.Generator:
-        # one independent stream per (seed, index): the index fills the low 32 bits
-        return torch.Generator().manual_seed(self.seed * 2**32 + index)
+        # torch's CPU generator keeps 32 bits of a seed: mix (seed, index) into them
+        entropy = [self.seed & 0xFFFF_FFFF_FFFF_FFFF, index]
+        state = np.random.SeedSequence(entropy).generate_state(1)
+        return torch.Generator().manual_seed(int(state[0]))
 
     def _mask(self, label: int, g: torch.Generator) -> torch.Tensor:
         cx, cy = (0.3 + 0.4 * torch.rand(2, generator=g)).tolist()
