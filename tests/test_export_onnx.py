@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import onnx
 import onnxruntime
@@ -147,3 +149,15 @@ def test_helpers() -> None:
 def test_non_tensor_example_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="example input must be a tensor"):
         build_onnx(OnnxExporterConfig()).export(TwoHeads(), [1, 2], str(tmp_path / "x.onnx"))  # type: ignore[arg-type]
+
+
+def test_export_to_a_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the staging folder goes
+    fs = fsspec.filesystem("memory")
+    out = "memory://exports/heads.onnx"
+    artifact = build_onnx(OnnxExporterConfig()).export(TwoHeads(), torch.randn(1, 4), out)
+    assert fs.exists("/exports/heads.onnx") and fs.exists("/exports/heads.onnx.manifest.json")
+    onnx.checker.check_model(onnx.load_from_string(fs.cat_file("/exports/heads.onnx")))
+    assert artifact.manifest["size"] == fs.size("/exports/heads.onnx")
+    assert _leftovers(tmp_path) == []
+    fs.rm("/exports", recursive=True)
