@@ -2,9 +2,9 @@
 
 Each backend (``cpu``: one C++ translation unit; ``cuda``: one CUDA translation unit) is
 built into its own folder under :func:`cache_root`, named by a key over the torch version,
-its CUDA version, the Python ABI, the compiler (and nvcc) versions, the flags, the CUDA
-arch list and a hash of the sources. A finished build leaves ``build.json`` beside the
-library, so later processes load it without a compiler.
+its CUDA version, the Python ABI and platform, the flags, the CUDA arch list and a hash of
+the sources. A finished build leaves ``build.json`` beside the library, so later processes
+(and machines sharing the cache) load it without a compiler.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -232,12 +233,11 @@ def build_spec(backend: str, tools: Toolchain | None = None) -> BuildSpec:
         "torch_cuda": str(torch.version.cuda),
         "python": sys.implementation.cache_tag or sys.version,
         "platform": sysconfig.get_platform(),
-        "cxx": tools.cxx_version or "none",
         "flags": " ".join((*cflags, *cuda_cflags)),
         "sources": sources_digest(backend),
     }
     if backend == "cuda":
-        key |= {"nvcc": tools.nvcc_version or "none", "arch_list": tools.arch_list}
+        key["arch_list"] = tools.arch_list
     return BuildSpec(
         backend=backend,
         sources=tuple(SOURCE_DIR / name for name in _SOURCES[backend]),
@@ -248,14 +248,59 @@ def build_spec(backend: str, tools: Toolchain | None = None) -> BuildSpec:
     )
 
 
-def built_library(spec: BuildSpec) -> Path | None:
-    """The finished library of ``spec`` in the cache, or ``None``."""
+def _read_marker(directory: Path) -> dict[str, Any] | None:
     try:
-        record = json.loads(spec.marker.read_text())
-        library = spec.directory / record["library"]
-    except (OSError, ValueError, KeyError, TypeError):
+        record = json.loads((directory / MARKER).read_text())
+    except (OSError, ValueError):
         return None
-    return library if library.exists() else None
+    if not isinstance(record, dict) or not (directory / str(record.get("library"))).exists():
+        return None
+    return record
+
+
+def _parse_arch(entry: str) -> tuple[int, int, bool] | None:
+    match = re.fullmatch(r"(\d+)\.(\d+)[a-z]?(\+PTX)?", entry.strip())
+    if not match:
+        return None
+    return int(match.group(1)), int(match.group(2)), bool(match.group(3))
+
+
+def arch_list_covers(arch_list: str, capability: tuple[int, int]) -> bool:
+    """Whether a build for ``arch_list`` runs on a GPU of ``capability``: a binary for the
+    same major version and an equal or lower minor one, or PTX for an equal or lower one."""
+    for entry in re.split(r"[;\s]+", arch_list):
+        parsed = _parse_arch(entry)
+        if parsed is None:
+            continue
+        major, minor, ptx = parsed
+        if (major, minor) <= capability and (ptx or major == capability[0]):
+            return True
+    return False
+
+
+def built_library(spec: BuildSpec) -> Path | None:
+    """The finished library of ``spec`` in the cache, or ``None``.
+
+    For CUDA, a build for another arch list (say one made ahead of time on a machine
+    without a GPU) is used when it covers every visible GPU.
+    """
+    record = _read_marker(spec.directory)
+    if record is not None:
+        return spec.directory / str(record["library"])
+    if spec.backend != "cuda" or not torch.cuda.is_available():
+        return None
+    capabilities = {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
+    wanted = {name: value for name, value in spec.key.items() if name != "arch_list"}
+    for directory in sorted(cache_root().glob(f"{spec.backend}-torch*")):
+        record = _read_marker(directory)
+        key = record.get("key") if record else None
+        if not isinstance(key, dict) or record is None:
+            continue
+        same_build = {name: value for name, value in key.items() if name != "arch_list"}
+        arch_list = str(key.get("arch_list", ""))
+        if same_build == wanted and all(arch_list_covers(arch_list, c) for c in capabilities):
+            return directory / str(record["library"])
+    return None
 
 
 def load_library(library: Path) -> None:
@@ -288,6 +333,15 @@ def _build_environment(backend: str, tools: Toolchain) -> Iterator[None]:
                 os.environ[name] = saved
 
 
+def _first_error(output: str) -> str | None:
+    """The compiler's first error line in a failed build's output (else its last line)."""
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    for line in lines:
+        if re.search(r"\berror\b", line) and not line.startswith("Error building extension"):
+            return line
+    return lines[-1] if lines else None
+
+
 def build(spec: BuildSpec, tools: Toolchain | None = None, *, verbose: bool = False) -> Path:
     """Compile ``spec`` into its cache folder, load it and return the library path.
 
@@ -315,10 +369,9 @@ def build(spec: BuildSpec, tools: Toolchain | None = None, *, verbose: bool = Fa
                 verbose=verbose,
             )
     except (RuntimeError, OSError, subprocess.SubprocessError) as err:
-        detail = str(err).strip().splitlines()
         raise OpsBuildError(
             f"building the {spec.backend} kernel in {spec.directory} failed "
-            f"({detail[-1] if detail else type(err).__name__}); rerun "
+            f"({_first_error(str(err)) or type(err).__name__}); rerun "
             "`visionforge dino build-ops --verbose` to see the compiler output"
         ) from err
     library_path = Path(str(library))
@@ -326,6 +379,7 @@ def build(spec: BuildSpec, tools: Toolchain | None = None, *, verbose: bool = Fa
         "library": library_path.name,
         "seconds": round(time.perf_counter() - started, 1),
         "key": spec.key,
+        "compilers": {"cxx": tools.cxx_version, "nvcc": tools.nvcc_version},
     }
     tmp = spec.marker.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
