@@ -142,8 +142,11 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in extra.items():
         old = out.get(key)
-        same_type = isinstance(old, dict) and value.get("type", old.get("type")) == old.get("type")
-        if isinstance(value, dict) and isinstance(old, dict) and same_type:
+        if (
+            isinstance(value, dict)
+            and isinstance(old, dict)
+            and value.get("type", old.get("type")) == old.get("type")
+        ):
             out[key] = merge(out[key], value)
         else:
             out[key] = value

@@ -12,16 +12,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from test_engine_support import (  # noqa: E402
+from test_engine_support import (
     TinyNet,
     TinyNetConfig,
     single_thread,  # noqa: F401 (autouse fixture)
     tiny_recipe,
 )
 
-import visionforge  # noqa: E402
-from visionforge.engine import Trainer, evaluate, load_checkpoint, load_model  # noqa: E402
-from visionforge.errors import ConfigError  # noqa: E402
+import visionforge
+from visionforge.engine import Trainer, evaluate, load_checkpoint, load_model
+from visionforge.errors import ConfigError
 
 
 class StepRecorder:
@@ -47,7 +47,8 @@ def recorder() -> Any:
 
 
 def final_weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(str(path / "last.ckpt"))["model"]  # type: ignore[no-any-return]
+    weights: dict[str, torch.Tensor] = load_checkpoint(str(path / "last.ckpt"))["model"]
+    return weights
 
 
 def test_trains_improves_and_writes_outputs(tmp_path: Path) -> None:

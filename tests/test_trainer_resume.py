@@ -19,15 +19,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from test_engine_support import (  # noqa: E402
+from test_engine_support import (
     SUBPROCESS_ENV,
     single_thread,  # noqa: F401 (autouse fixture)
     tiny_recipe,
     tiny_recipe_data,
 )
 
-import visionforge  # noqa: E402
-from visionforge.engine import Trainer, load_checkpoint  # noqa: E402
+import visionforge
+from visionforge.engine import Trainer, load_checkpoint
 
 SUPPORT = Path(__file__).parent / "test_engine_support.py"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -19,7 +19,7 @@ def move_to_device(obj: Any, device: torch.device, non_blocking: bool = False) -
         return {k: move_to_device(v, device, non_blocking) for k, v in obj.items()}
     if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
         return type(obj)(*(move_to_device(v, device, non_blocking) for v in obj))
-    if isinstance(obj, Sequence) and not isinstance(obj, (str, bytes)):
+    if isinstance(obj, (list, tuple)):
         return type(obj)(move_to_device(v, device, non_blocking) for v in obj)
     return obj
 
@@ -30,7 +30,8 @@ class ImagePreparer:
     def __init__(
         self, normalize: tuple[list[float], list[float]] | None, channels_last: bool
     ) -> None:
-        self.mean, self.std = normalize if normalize is not None else (None, None)
+        self.mean: list[float] | None = normalize[0] if normalize is not None else None
+        self.std: list[float] | None = normalize[1] if normalize is not None else None
         self.channels_last = channels_last
 
     @property

@@ -140,6 +140,6 @@ def load_model(
         weights = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
         load_weights(model, weights, checkpoint)
         if ckpt.get("class_names") is not None:
-            model.class_names = list(ckpt["class_names"])
+            setattr(model, "class_names", list(ckpt["class_names"]))  # noqa: B010
     model.eval()
     return model, recipe

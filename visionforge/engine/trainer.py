@@ -7,6 +7,7 @@ One optimizer step is ``grad_accum_steps`` micro-batches of ``outputs = model(ba
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import random
@@ -114,7 +115,7 @@ class Trainer:
             load_weights(self.model, init["model"], cfg.init_checkpoint)
         self.model.to(self.device)
         if cfg.channels_last:
-            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.model.to(memory_format=torch.channels_last)
         self.loss_fn = REGISTRIES.losses.build(recipe.loss.as_dict(), "loss")
         if isinstance(self.loss_fn, nn.Module):
             self.loss_fn.to(self.device)
@@ -526,9 +527,7 @@ class Trainer:
         """The checkpoint dict (see docs/engine.md); everything loads with weights_only=True."""
         rng = rng_state()
         if self.dist.enabled:
-            gathered: list[Any] = [None] * self.dist.world_size
-            dist.all_gather_object(gathered, rng)
-            rng = {**rng, "per_rank": gathered}
+            rng = {**rng, "per_rank": self._gather_rng(rng)}
         return {
             "format": CHECKPOINT_FORMAT,
             "recipe": self.recipe.model_dump(mode="json"),
@@ -549,6 +548,14 @@ class Trainer:
             "history": list(self.history),
             "epoch_sums": {"sums": dict(self._sums), "count": self._count},
         }
+
+    def _gather_rng(self, rng: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every rank's RNG state (a collective), shipped as torch.save bytes."""
+        buffer = io.BytesIO()
+        torch.save(rng, buffer)
+        gathered: list[Any] = [None] * self.dist.world_size
+        dist.all_gather_object(gathered, buffer.getvalue())
+        return [torch.load(io.BytesIO(data), weights_only=True) for data in gathered]
 
     def _save(self, name: str, best: bool = False) -> None:
         state = self.checkpoint_state()  # a collective under DDP: every rank builds it
