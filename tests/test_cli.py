@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -91,6 +93,15 @@ def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> No
         assert f"    {command}" in out
     code, _, err = run(capsys)
     assert code == 2 and "required: COMMAND" in err
+
+
+def test_building_the_parser_does_not_import_torch() -> None:
+    code = (
+        "import sys; from visionforge import cli; cli.build_parser(); print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
 
 
 # ----------------------------------------------------------------------------- validate
