@@ -7,14 +7,16 @@ symlinked; unchanged outputs of a previous run are reused, not rewritten.
 
 from __future__ import annotations
 
+import math
+import multiprocessing
 import os
 import posixpath
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import yaml
 from pycocotools import mask as mask_utils
@@ -103,6 +105,80 @@ def _stop_on(problems: list[Problem], skip_invalid: bool) -> None:
 
 
 # ---------------------------------------------------------------- YOLO -> COCO
+
+
+class Inspection(NamedTuple):
+    """What one image and its label file hold: size, rows, problems, clipped count."""
+
+    width: int
+    height: int
+    rows: list[LabelRow]
+    problems: list[Problem]
+    clipped: int
+
+
+def inspect_pair(pair: Pair, num_classes: int, tolerance: float) -> Inspection:
+    """Read the image header and parse the label file of one pair."""
+    problems: list[Problem] = []
+    width = height = 0
+    try:
+        width, height = image_size(pair.image)
+    except DataFormatError as err:
+        problems.append(Problem(str(pair.image), str(err).split(": ", 1)[-1]))
+    if pair.label is None:
+        label = posixpath.splitext(pair.rel)[0] + ".txt"
+        problems.append(
+            Problem(
+                str(pair.image),
+                f"image without a label file (add an empty "
+                f"{label} under labels/ for a background image)",
+            )
+        )
+        return Inspection(width, height, [], problems, 0)
+    parsed = parse_label_text(pair.label.read_text(), str(pair.label), num_classes, tolerance)
+    return Inspection(width, height, parsed.rows, problems + parsed.problems, parsed.clipped)
+
+
+def _inspect_chunk(args: tuple[list[Pair], int, float]) -> list[Inspection]:
+    pairs, num_classes, tolerance = args
+    return [inspect_pair(pair, num_classes, tolerance) for pair in pairs]
+
+
+PROCESS_THRESHOLD = 512
+"""From this many images on, headers and labels are read by a process pool."""
+
+
+def inspect_pairs(
+    pairs: Sequence[Pair],
+    num_classes: int,
+    tolerance: float,
+    workers: int | None,
+    desc: str,
+    progress: bool,
+) -> list[Inspection]:
+    """``inspect_pair`` for every pair, in order; CPU-bound, so in processes when large."""
+    processes = min(workers or os.cpu_count() or 1, os.cpu_count() or 1)
+    if len(pairs) < PROCESS_THRESHOLD or processes < 2:
+        return parallel_map(
+            lambda p: inspect_pair(p, num_classes, tolerance), pairs, 1, f"read {desc}", progress
+        )
+    size = max(64, math.ceil(len(pairs) / (processes * 8)))
+    chunks = [
+        (list(pairs[i : i + size]), num_classes, tolerance) for i in range(0, len(pairs), size)
+    ]
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    results: list[Inspection] = []
+    with (
+        tqdm(
+            total=len(pairs), desc=f"read {desc}", unit="img", disable=not progress, leave=False
+        ) as bar,
+        ProcessPoolExecutor(processes, mp_context=context) as pool,
+    ):
+        for chunk in pool.map(_inspect_chunk, chunks):
+            results.extend(chunk)
+            bar.update(len(chunk))
+    return results
 
 
 @dataclass
@@ -238,31 +314,18 @@ def _convert_yolo_split(
         for rel in sorted(unknown_crowd)
     )
 
-    def work(item: _YoloImage) -> _YoloImage:
-        pair = item.pair
-        try:
-            item.width, item.height = image_size(pair.image)
-        except DataFormatError as err:
-            item.problems.append(Problem(str(pair.image), str(err).split(": ", 1)[-1]))
-        if pair.label is None:
-            item.problems.append(
-                Problem(
-                    str(pair.image),
-                    "image without a label file (add an empty "
-                    f"{Path(pair.rel).with_suffix('.txt')} under labels/ for a background image)",
-                )
-            )
-        else:
-            parsed = parse_label_text(
-                pair.label.read_text(), str(pair.label), num_classes, tolerance
-            )
-            item.rows, item.clipped = parsed.rows, parsed.clipped
-            item.problems.extend(parsed.problems)
-        if not item.problems:
-            out.place(pair.image, f"{prefix}images/{item.file_name}", link)
-        return item
+    inspected = inspect_pairs(
+        [item.pair for item in items], num_classes, tolerance, workers, split, progress
+    )
+    for item, found in zip(items, inspected, strict=True):
+        item.width, item.height, item.rows, item.problems, item.clipped = found
 
-    done = parallel_map(work, items, workers, f"yolo->coco {split}", progress)
+    def place(item: _YoloImage) -> None:
+        if not item.problems:
+            out.place(item.pair.image, f"{prefix}images/{item.file_name}", link)
+
+    parallel_map(place, items, workers, f"{link} images {split}", progress)
+    done = items
     problems.extend(p for item in done for p in item.problems)
     _stop_on(problems, skip_invalid)
     report.skipped.extend(problems)

@@ -28,6 +28,7 @@ class StagedDir:
         self.stage = self.final.with_name(f".{self.final.name}.{uuid.uuid4().hex[:8]}.tmp")
         self.rewritten = 0
         self.reused = 0
+        self._made: set[str] = set()
 
     def __enter__(self) -> StagedDir:
         self.stage.mkdir(parents=True)
@@ -47,7 +48,10 @@ class StagedDir:
     def path(self, rel: str) -> Path:
         """Staging path of ``rel`` (parent directories created)."""
         target = self.stage / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
+        parent = rel.rpartition("/")[0]
+        if parent not in self._made:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(parent)
         return target
 
     def _reuse(self, rel: str, target: Path) -> bool:

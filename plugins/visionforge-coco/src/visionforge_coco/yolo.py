@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import os
+import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import yaml
 
@@ -117,10 +118,14 @@ class Pairing:
     orphan_labels: list[Path] = field(default_factory=list)
 
 
-def _walk_files(root: Path) -> list[Path]:
-    found: list[Path] = []
-    for dirpath, _, files in os.walk(root):
-        found.extend(Path(dirpath) / f for f in files)
+def _walk_relative(root: Path) -> list[tuple[str, str]]:
+    """(relative posix path, file name) of every file below ``root``."""
+    found: list[tuple[str, str]] = []
+    base = os.fspath(root)
+    for dirpath, _, files in os.walk(base):
+        rel_dir = os.path.relpath(dirpath, base).replace(os.sep, "/")
+        prefix = "" if rel_dir == "." else rel_dir + "/"
+        found.extend((prefix + name, name) for name in files)
     return found
 
 
@@ -130,32 +135,35 @@ def pair_images_and_labels(images_dir: Path) -> Pairing:
     Two images with the same stem in one folder (``a.jpg``, ``a.png``) are an error.
     """
     labels_dir = labels_dir_for(images_dir)
-    images: dict[str, Path] = {}
-    for path in _walk_files(images_dir):
-        if not is_image_file(path.name):
+    images: dict[str, str] = {}
+    for rel, name in _walk_relative(images_dir):
+        if not is_image_file(name):
             continue
-        key = path.relative_to(images_dir).with_suffix("").as_posix()
+        key = posixpath.splitext(rel)[0]
         if key in images:
             raise DataFormatError(
-                f"{path}: another image has the same name ({images[key].name}); "
+                f"{images_dir / rel}: another image has the same name ({images[key]}); "
                 "each label file must match exactly one image, rename one of them"
             )
-        images[key] = path
-    labels: dict[str, Path] = {}
+        images[key] = rel
+    labels: dict[str, str] = {}
     if labels_dir.is_dir():
-        for path in _walk_files(labels_dir):
-            if path.suffix == ".txt":
-                labels[path.relative_to(labels_dir).with_suffix("").as_posix()] = path
+        for rel, name in _walk_relative(labels_dir):
+            if name.endswith(".txt"):
+                labels[rel[:-4]] = rel
     pairs = [
-        Pair(images[key], labels.get(key), images[key].relative_to(images_dir).as_posix())
+        Pair(
+            images_dir / images[key],
+            labels_dir / labels[key] if key in labels else None,
+            images[key],
+        )
         for key in sorted(images)
     ]
-    orphans = [labels[key] for key in sorted(set(labels) - set(images))]
+    orphans = [labels_dir / labels[key] for key in sorted(set(labels) - set(images))]
     return Pairing(pairs=pairs, orphan_labels=orphans)
 
 
-@dataclass(frozen=True)
-class LabelRow:
+class LabelRow(NamedTuple):
     """One parsed row: class id and clipped normalized coordinates."""
 
     class_id: int
@@ -185,9 +193,10 @@ def _clip(values: Sequence[float], tolerance: float) -> tuple[list[float], bool]
 
 
 def _parse_row(
-    fields: list[str], where: str, num_classes: int, tolerance: float
+    fields: list[str], file: str, line: int, num_classes: int, tolerance: float
 ) -> tuple[LabelRow | None, Problem | None, bool]:
     n = len(fields)
+    where = f"{file}:{line}"
     if n != 5 and (n < 7 or n % 2 == 0):
         return (
             None,
@@ -214,7 +223,6 @@ def _parse_row(
             ),
             False,
         )
-    line = int(where.rsplit(":", 1)[1])
     if n == 5:
         cx, cy, w, h = values[1:]
         corners = _clip([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], tolerance)
@@ -255,6 +263,21 @@ def _is_float(text: str) -> bool:
     return True
 
 
+def _clean_box(fields: list[str], num_classes: int) -> tuple[float, ...] | None:
+    """Fast path: the values of a valid box row needing no clipping, else None (NaN and inf
+    fail the comparisons and go to the full check, which names the problem)."""
+    try:
+        cls, cx, cy, w, h = (float(f) for f in fields)
+    except ValueError:
+        return None
+    half_w, half_h = w / 2, h / 2
+    ok = (
+        cls.is_integer() and 0 <= cls < num_classes and w > 0 and h > 0
+        and cx - half_w >= 0 and cy - half_h >= 0 and cx + half_w <= 1 and cy + half_h <= 1
+    )  # fmt: skip
+    return (cls, cx, cy, w, h) if ok else None
+
+
 def parse_label_text(
     text: str, file: str, num_classes: int, tolerance: float = 0.01
 ) -> ParsedLabels:
@@ -267,7 +290,13 @@ def parse_label_text(
         fields = raw.split()
         if not fields:
             continue
-        row, problem, was_clipped = _parse_row(fields, f"{file}:{lineno}", num_classes, tolerance)
+        if len(fields) == 5 and (first_kind is None or first_kind[0] == "box"):
+            fast = _clean_box(fields, num_classes)
+            if fast is not None:
+                rows.append(LabelRow(int(fast[0]), "box", fast[1:], lineno))
+                first_kind = first_kind or ("box", lineno)
+                continue
+        row, problem, was_clipped = _parse_row(fields, file, lineno, num_classes, tolerance)
         if problem is not None:
             problems.append(problem)
             continue
