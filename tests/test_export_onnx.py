@@ -94,6 +94,7 @@ def test_timm_model_parity_with_dynamic_batch(tmp_path: Path) -> None:
     assert 0 <= manifest["metrics"]["max_abs_diff"] <= 1e-4
     assert manifest["parents"] == [{"path": str(parent), "id": None}]
     assert manifest["size"] == out.stat().st_size
+    assert manifest["cost"]["wall_seconds"] > 0 and manifest["cost"]["device"] == "cpu"
 
 
 def test_parity_failure_raises_and_writes_nothing(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -160,6 +161,7 @@ class OnnxExporter:
         if not isinstance(example, torch.Tensor):
             raise ExportError(f"{out}: the example input must be a tensor, got {type(example)}")
         out = os.fspath(out)
+        started = time.perf_counter()
         network = export_network(model)
         was_training = network.training
         network.eval()
@@ -192,6 +194,10 @@ class OnnxExporter:
             parents=parents,
             recipe=recipe,
             metrics={"max_abs_diff": diff} if diff is not None else {},
+            cost={
+                "wall_seconds": round(time.perf_counter() - started, 3),
+                "device": example.device.type,
+            },
             extra={
                 "opset": self.cfg.opset,
                 "input": {
