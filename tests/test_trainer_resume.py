@@ -164,3 +164,12 @@ def test_output_to_fsspec_url_and_resume_from_it(tmp_path: Path) -> None:
     assert (more.epoch, more.global_step) == (1, 6)
     more.fit()
     assert load_checkpoint(f"{url}/last.ckpt")["position"]["global_step"] == 12
+
+
+def test_results_do_not_depend_on_loader_workers(tmp_path: Path) -> None:
+    blocks = {**RESUME_BLOCKS, "trainer": {"epochs": 1, "ema": {"decay": 0.9}}}
+    inline = Trainer(tiny_recipe(tmp_path / "w0", **blocks)).fit()
+    workers = Trainer(
+        tiny_recipe(tmp_path / "w2", **blocks, data={"loader": {"num_workers": 2}})
+    ).fit()
+    assert_same_state(inline.last_checkpoint, workers.last_checkpoint)
