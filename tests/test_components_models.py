@@ -74,11 +74,16 @@ def test_visionforge_checkpoint_as_pretrained_path(
     zoo: str, tmp_path: Path, images: torch.Tensor
 ) -> None:
     source = build(type=zoo, name=SMALL[zoo], num_classes=4)
+    ema = build(type=zoo, name=SMALL[zoo], num_classes=4)
     path = tmp_path / "last.ckpt"
-    torch.save({"format": "visionforge.checkpoint/1", "model": source.state_dict()}, path)
+    ckpt = {"format": "visionforge.checkpoint/1", "model": source.state_dict(), "ema": None}
+    torch.save(ckpt, path)
     loaded = build(type=zoo, name=SMALL[zoo], num_classes=4, pretrained_path=str(path))
+    torch.save({**ckpt, "ema": ema.state_dict()}, path)
+    loaded_ema = build(type=zoo, name=SMALL[zoo], num_classes=4, pretrained_path=str(path))
     with torch.no_grad():
         torch.testing.assert_close(loaded(images)["logits"], source(images)["logits"])
+        torch.testing.assert_close(loaded_ema(images)["logits"], ema(images)["logits"])
 
 
 @pytest.mark.parametrize(("zoo", "head"), [("timm", "fc"), ("torchvision", "fc")])

@@ -69,9 +69,10 @@ def _check_kwargs(kwargs: Mapping[str, Any]) -> None:
 def load_weights(path: str) -> dict[str, torch.Tensor]:
     """Read a state_dict from a local path or URL.
 
-    Accepts a plain state_dict, a visionforge checkpoint (its ``model`` weights, wrapper
-    prefix removed), a ``{"state_dict": ...}`` / ``{"model": ...}`` training checkpoint or
-    a ``.safetensors`` file. A DDP ``module.`` prefix is removed.
+    Accepts a plain state_dict, a visionforge checkpoint (its EMA weights when it has them,
+    else its ``model`` weights, as ``load_model`` does; wrapper prefix removed), a
+    ``{"state_dict": ...}`` / ``{"model": ...}`` training checkpoint or a ``.safetensors``
+    file. A DDP ``module.`` prefix is removed.
     """
     local = storage.local_copy(path)
     try:
@@ -89,7 +90,7 @@ def load_weights(path: str) -> dict[str, torch.Tensor]:
         ) from None
     prefix = ""
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        obj, prefix = obj["model"], "net."
+        obj, prefix = obj["ema"] if obj.get("ema") is not None else obj["model"], "net."
     elif isinstance(obj, dict):
         for key in ("state_dict", "model"):
             if isinstance(obj.get(key), Mapping):
