@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import fsspec
 import pytest
 import torch
 from torch import nn
@@ -71,3 +72,18 @@ def test_artifact_without_manifest(tmp_path: Path, capsys: pytest.CaptureFixture
     assert cli.main(["lineage", bare]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {bare}: no lineage manifest") and err.count("\n") == 1
+
+
+def test_run_folder_on_an_object_store(capsys: pytest.CaptureFixture[str]) -> None:
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/lineage-test/run/last.ckpt", b"weights")
+    try:
+        run_id = lineage.write_manifest("memory://lineage-test/run", "run")["id"]
+        assert fs.exists("/lineage-test/run/manifest.json")
+        ckpt = "memory://lineage-test/run/last.ckpt"
+        lineage.write_manifest(ckpt, "checkpoint", parents=["memory://lineage-test/run/"])
+        assert cli.main(["lineage", ckpt]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[1].startswith(f"<- run {run_id} memory://lineage-test/run")
+    finally:
+        fs.rm("/lineage-test", recursive=True)

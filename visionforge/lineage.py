@@ -26,13 +26,20 @@ MANIFEST_SUFFIX = ".manifest.json"
 RUN_MANIFEST = "manifest.json"
 
 
+def _is_dir(path: str) -> bool:
+    if not storage.is_remote(path):
+        return os.path.isdir(path.removeprefix("file://"))
+    fs, inner = storage.filesystem(path)
+    return bool(fs.isdir(inner))
+
+
 def manifest_path(artifact: str) -> str:
-    """Where the manifest of ``artifact`` lives."""
+    """Where the manifest of ``artifact`` lives (``DIR/manifest.json`` for a run folder)."""
     text = os.fspath(artifact)
     if text.endswith(MANIFEST_SUFFIX) or os.path.basename(text) == RUN_MANIFEST:
         return text
-    if not storage.is_remote(text) and os.path.isdir(text):
-        return os.path.join(text, RUN_MANIFEST)
+    if _is_dir(text):
+        return storage.join(text.rstrip("/"), RUN_MANIFEST)
     return text + MANIFEST_SUFFIX
 
 
@@ -64,7 +71,7 @@ def write_manifest(
     artifact (on object stores too).
     """
     path = os.fspath(artifact)
-    is_dir = not storage.is_remote(path) and os.path.isdir(path)
+    is_dir = _is_dir(path)
     sha256, size = (None, None) if is_dir else file_digest(path)
     manifest: dict[str, Any] = {
         "id": f"{kind}-{uuid.uuid4().hex[:12]}",
