@@ -160,3 +160,21 @@ def test_reserved_kwargs_and_torchvision_channels_are_config_errors() -> None:
         build(type="timm", name="test_resnet", kwargs={"num_classes": 3})
     with pytest.raises(ConfigError, match=r"model.in_chans"):
         build(type="torchvision", name=SMALL["torchvision"], in_chans=1)
+
+
+@pytest.mark.parametrize("layout", ["state_dict_key", "ddp_prefix", "safetensors"])
+def test_other_weight_file_layouts(layout: str, tmp_path: Path, images: torch.Tensor) -> None:
+    source = build(type="timm", name="test_resnet", num_classes=3)
+    state = source.export_module().state_dict()
+    path = tmp_path / ("w.safetensors" if layout == "safetensors" else "w.pth")
+    if layout == "state_dict_key":
+        torch.save({"state_dict": state, "epoch": 3}, path)
+    elif layout == "ddp_prefix":
+        torch.save({f"module.{k}": v for k, v in state.items()}, path)
+    else:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    loaded = build(type="timm", name="test_resnet", num_classes=3, pretrained_path=str(path))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images)["logits"], source(images)["logits"])
