@@ -113,7 +113,11 @@ def test_sigkill_at_a_random_step_then_resume_equals_uninterrupted(tmp_path: Pat
 
 @pytest.mark.slow
 def test_sigterm_writes_a_checkpoint_and_exits_zero(tmp_path: Path) -> None:
-    data = tiny_recipe_data(tmp_path / "run", trainer={"epochs": 500, "log_every_steps": 1})
+    data = tiny_recipe_data(
+        tmp_path / "run",
+        data={"loader": {"num_workers": 1}},
+        trainer={"epochs": 500, "log_every_steps": 1},
+    )
     recipe_file = tmp_path / "recipe.json"
     recipe_file.write_text(json.dumps(data))
     process = subprocess.Popen(
@@ -122,12 +126,13 @@ def test_sigterm_writes_a_checkpoint_and_exits_zero(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **SUBPROCESS_ENV},
+        start_new_session=True,
     )
     last = tmp_path / "run" / "last.ckpt"
     deadline = time.monotonic() + 90
     while not last.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)  # the first epoch-end checkpoint shows training is under way
-    process.send_signal(signal.SIGTERM)
+    os.killpg(process.pid, signal.SIGTERM)  # like a spot shutdown: trainer and loader worker
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     result = json.loads(stdout.strip().splitlines()[-1])

@@ -9,6 +9,7 @@ therefore do not depend on the number of loader workers or on where a run was re
 from __future__ import annotations
 
 import random
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -150,6 +151,13 @@ def collate_of(dataset: Any) -> Callable[[list[Any]], Any]:
     return fn if callable(fn) else default_collate
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """Loader-worker init: SIGTERM/SIGINT sent to the whole process group must reach only
+    the trainer (which checkpoints and shuts its workers down), not kill the workers."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def make_loader(
     dataset: Any,
     sampler: Sampler[Any],
@@ -174,5 +182,6 @@ def make_loader(
         pin_memory=pin_memory,
         drop_last=False,
         generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=ignore_stop_signals if workers > 0 else None,
         **extra,
     )

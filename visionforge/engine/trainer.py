@@ -316,12 +316,15 @@ class Trainer:
                 while self.epoch < self.cfg.epochs and not stopped:
                     stopped = self._train_epoch()
                     if not stopped:
-                        self._end_epoch()
+                        self._end_epoch()  # writes last.ckpt
+                        more = self.epoch < self.cfg.epochs
+                        stopped = more and self._stop_requested(logging_step=True)
             self._finish(time.monotonic() - started, stopped)
             hook.visionforge_train_end(trainer=self, metrics=self.metrics)
         finally:
             for logger in self.loggers:
                 logger.close()
+            self.run_output.cleanup()
             self.dist.close()
         best = self.run_output.target(BEST) if self._best_written else None
         return TrainResult(
@@ -641,7 +644,6 @@ class Trainer:
             extra=extra,
         )
         out.publish("manifest.json")
-        out.cleanup()
 
 
 def _class_names(dataset: Any) -> list[str] | None:
