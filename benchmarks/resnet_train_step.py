@@ -15,6 +15,7 @@ is compared, alternating the two loops. Target: ours / hand-written <= 1.05.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import time
@@ -54,6 +55,11 @@ class StepClock:
         self.times.append(time.perf_counter())
 
 
+def warmup_steps(args: argparse.Namespace) -> int:
+    """The recipe's 5 warmup epochs of 90, as a share of the benchmark's steps."""
+    return max(1, round((args.warmup + args.steps) * 5 / 90))
+
+
 def bench_recipe(args: argparse.Namespace, train_root: Path, out: Path) -> Recipe:
     """The ImageNet recipe at benchmark size: one epoch of warm-up + timed steps, no val."""
     data = imagenet_recipe(
@@ -67,6 +73,7 @@ def bench_recipe(args: argparse.Namespace, train_root: Path, out: Path) -> Recip
         num_workers=args.workers,
     )
     data["data"]["val"] = None
+    data["schedule"]["warmup_steps"] = warmup_steps(args)
     data["trainer"].update(
         device=args.device,
         precision=args.precision,
@@ -85,7 +92,7 @@ def ours(recipe: Recipe) -> list[float]:
     finally:
         visionforge.LOADER.pm.unregister(clock)
         visionforge.LOADER.infos.pop("bench-step-clock", None)
-    return [b - a for a, b in zip(clock.times, clock.times[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(clock.times)]
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
@@ -109,7 +116,7 @@ def hand_written(recipe: Recipe, args: argparse.Namespace) -> list[float]:
     batch_size, steps = args.batch_size, args.warmup + args.steps
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = timm.create_model("resnet50", num_classes=args.classes, drop_path_rate=0.1)
-    model = model.to(device, memory_format=memory_format)
+    model = model.to(device).to(memory_format=memory_format)  # type: ignore[call-overload]
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     optimizer = torch.optim.SGD(
@@ -118,7 +125,7 @@ def hand_written(recipe: Recipe, args: argparse.Namespace) -> list[float]:
         momentum=0.9,
         nesterov=True,
     )
-    warmup = max(1, steps // 18)  # 5 of 90 epochs
+    warmup = warmup_steps(args)
     scheduler = CosineLRScheduler(
         optimizer,
         t_initial=steps - warmup,
@@ -128,9 +135,7 @@ def hand_written(recipe: Recipe, args: argparse.Namespace) -> list[float]:
         warmup_prefix=True,
         t_in_epochs=False,
     )
-    mixup = Mixup(
-        mixup_alpha=0.2, cutmix_alpha=1.0, label_smoothing=0.1, num_classes=args.classes
-    )
+    mixup = Mixup(mixup_alpha=0.2, cutmix_alpha=1.0, label_smoothing=0.1, num_classes=args.classes)
     criterion = SoftTargetCrossEntropy()
     dataset = visionforge.datasets.build(recipe.data.train.as_dict())
     loader = DataLoader(
@@ -164,7 +169,7 @@ def hand_written(recipe: Recipe, args: argparse.Namespace) -> list[float]:
         correct += (logits.argmax(1) == targets.argmax(1)).sum()
         synchronize(device)
         times.append(time.perf_counter())
-    return [b - a for a, b in zip(times, times[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(times)]
 
 
 def main() -> None:
@@ -174,8 +179,8 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per loop and round")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed first steps")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per loop and round")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed first steps")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--classes", type=int, default=10)

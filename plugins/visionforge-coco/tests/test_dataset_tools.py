@@ -169,3 +169,45 @@ def test_yolo_and_synthetic_datasets_agree(tmp_path: Path) -> None:
         torch.testing.assert_close(yolo[i]["target"]["boxes"], synthetic[i]["target"]["boxes"])
         assert yolo[i]["target"]["labels"].tolist() == synthetic[i]["target"]["labels"].tolist()
     assert torch.equal(synthetic[1]["image"], synthetic[1]["image"])  # deterministic
+
+
+def test_load_errors_name_file_and_id(tmp_path: Path) -> None:
+    from visionforge_coco.cocofile import load_coco
+    from visionforge_coco.problems import DataFormatError
+
+    base = {
+        "images": [
+            {"id": 1, "file_name": "a.png", "width": 4, "height": 4},
+            {"id": 1, "file_name": "/abs/b.png", "width": 4, "height": 4},
+        ],
+        "categories": [],
+        "annotations": [],
+    }
+    (tmp_path / "a.json").write_text(json.dumps(base))
+    with pytest.raises(DataFormatError, match=r"a.json: image id 1: duplicate image id"):
+        load_coco(tmp_path / "a.json")
+    base["images"].pop()
+    base["annotations"] = [{"id": 9, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]}]
+    (tmp_path / "a.json").write_text(json.dumps(base))
+    with pytest.raises(DataFormatError, match=r"annotation id 9: category_id 1 is not in"):
+        load_coco(tmp_path / "a.json")
+    (tmp_path / "a.json").write_text(json.dumps(base)[:-10])
+    with pytest.raises(DataFormatError, match=r"a.json:1:\d+: invalid JSON"):
+        load_coco(tmp_path / "a.json")
+
+
+def test_verify_yolo_root_and_converter_registry(tmp_path: Path) -> None:
+    from visionforge_coco.verify import verify_dataset
+
+    root = write_synthetic(
+        tmp_path / "y", ShapesSpec(num_images=3, image_size=32), "yolo", progress=False
+    )
+    assert verify_dataset(root, progress=False).ok
+    (root / "labels/train/000001.txt").write_text("0 0.5 0.5 0.2\n")
+    problems = verify_dataset(root, progress=False).problems
+    assert len(problems) == 1 and "000001.txt:1" in str(problems[0])
+    (root / "labels/train/000001.txt").write_text("")
+    report = REGISTRIES.converters.build(
+        {"type": "yolo2coco", "src": str(root), "dst": str(tmp_path / "c"), "split": "train"}
+    )
+    assert report.images == 3 and (tmp_path / "c/annotations.json").is_file()

@@ -52,11 +52,11 @@ def safe_relative(file_name: object) -> str | None:
 
 
 def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
 
 
 def _id(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return type(value) is int
 
 
 def structure_problems(data: object, source: str) -> list[Problem]:
@@ -75,7 +75,7 @@ def image_problems(data: Mapping[str, Any], source: str) -> Iterator[tuple[int, 
     seen: set[int] = set()
     for i, img in enumerate(data["images"]):
         where = f"{source}: images[{i}]"
-        if not isinstance(img, Mapping) or not _id(img.get("id")):
+        if not isinstance(img, dict) or not _id(img.get("id")):
             yield i, Problem(where, "an image needs an integer 'id'")
             continue
         where = f"{source}: image id {img['id']}"
@@ -99,7 +99,7 @@ def image_problems(data: Mapping[str, Any], source: str) -> Iterator[tuple[int, 
 def category_problems(data: Mapping[str, Any], source: str) -> Iterator[Problem]:
     seen: set[int] = set()
     for i, cat in enumerate(data["categories"]):
-        if not isinstance(cat, Mapping) or not _id(cat.get("id")):
+        if not isinstance(cat, dict) or not _id(cat.get("id")):
             yield Problem(f"{source}: categories[{i}]", "a category needs an integer 'id'")
             continue
         if cat["id"] in seen:
@@ -113,11 +113,11 @@ def annotation_problems(
     data: Mapping[str, Any], source: str, edge_tolerance: float = EDGE_TOLERANCE
 ) -> Iterator[tuple[int, Problem]]:
     """(index in ``annotations``, problem) for each bad annotation."""
-    images = {img["id"]: img for img in data["images"] if isinstance(img, Mapping)}
-    categories = {c["id"] for c in data["categories"] if isinstance(c, Mapping)}
+    images = {img["id"]: img for img in data["images"] if isinstance(img, dict)}
+    categories = {c["id"] for c in data["categories"] if isinstance(c, dict)}
     seen: set[int] = set()
     for i, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, Mapping) or not _id(ann.get("id")):
+        if not isinstance(ann, dict) or not _id(ann.get("id")):
             yield i, Problem(f"{source}: annotations[{i}]", "an annotation needs an integer 'id'")
             continue
         where = f"{source}: annotation id {ann['id']}"
@@ -167,7 +167,7 @@ def _valid_segmentation(seg: object) -> bool:
             isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(_number(v) for v in p)
             for p in seg
         )
-    if isinstance(seg, Mapping):
+    if isinstance(seg, dict):
         return "counts" in seg and isinstance(seg.get("size"), list) and len(seg["size"]) == 2
     return False
 

@@ -100,6 +100,14 @@ def load_detections(
     image_ids = {img["id"] for img in gt["images"]}
     cat_ids = {c["id"] for c in gt["categories"]}
     need = "bbox" if iou_type == "bbox" else "segmentation"
+    # set operations first (fast); the loop below only runs to name the first offender
+    well_formed = all(isinstance(d, dict) and need in d and "score" in d for d in data)
+    if (
+        well_formed
+        and {d.get("image_id") for d in data} <= image_ids
+        and {d.get("category_id") for d in data} <= cat_ids
+    ):
+        return data
     for i, det in enumerate(data):
         if not isinstance(det, Mapping) or need not in det or "score" not in det:
             raise DataFormatError(

@@ -6,6 +6,7 @@ import json
 import math
 import os
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,17 @@ from visionforge_coco.analysis import FN_SIZES, size_bucket
 from visionforge_coco.cocofile import contiguous_categories, dataset_paths, load_coco
 
 
-def dataset_stats(data: dict[str, Any]) -> dict[str, Any]:
-    """Statistics of a COCO dict (JSON-serializable)."""
+@dataclass
+class DatasetStats:
+    """``summary`` is what stats.json holds; the raw lists feed the histograms."""
+
+    summary: dict[str, Any]
+    boxes_per_image: list[int]
+    box_sides: list[float]
+
+
+def dataset_stats(data: dict[str, Any]) -> DatasetStats:
+    """Statistics of a COCO dict."""
     ids, names = contiguous_categories(data)
     name_of = dict(zip(ids, names, strict=True))
     per_class = Counter(name_of[a["category_id"]] for a in data["annotations"])
@@ -27,7 +37,7 @@ def dataset_stats(data: dict[str, Any]) -> dict[str, Any]:
         size_bucket(a.get("area", a["bbox"][2] * a["bbox"][3])) for a in data["annotations"]
     )
     hist, edges = np.histogram(sides, bins=20) if sides else (np.zeros(0), np.zeros(0))
-    return {
+    summary = {
         "images": len(data["images"]),
         "annotations": len(data["annotations"]),
         "background_images": sum(1 for n in boxes_per_image if n == 0),
@@ -40,9 +50,8 @@ def dataset_stats(data: dict[str, Any]) -> dict[str, Any]:
         },
         "size_buckets": {k: buckets.get(k, 0) for k in FN_SIZES},
         "box_side_histogram": {"edges": edges.tolist(), "counts": hist.astype(int).tolist()},
-        "_sides": sides,
-        "_boxes_per_image": boxes_per_image,
     }
+    return DatasetStats(summary, boxes_per_image, sides)
 
 
 def write_stats(dataset: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> list[str]:
@@ -51,10 +60,11 @@ def write_stats(dataset: str | os.PathLike[str], out_dir: str | os.PathLike[str]
 
     ann, _ = dataset_paths(dataset)
     stats = dataset_stats(load_coco(ann))
-    sides, per_image = stats.pop("_sides"), stats.pop("_boxes_per_image")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "stats.json"
-    json_path.write_text(json.dumps(stats, indent=2) + "\n")
-    png = plot_stats(stats["class_counts"], per_image, sides, out / "stats.png")
+    json_path.write_text(json.dumps(stats.summary, indent=2) + "\n")
+    png = plot_stats(
+        stats.summary["class_counts"], stats.boxes_per_image, stats.box_sides, out / "stats.png"
+    )
     return [str(json_path), png]
