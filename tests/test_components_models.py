@@ -178,3 +178,13 @@ def test_other_weight_file_layouts(layout: str, tmp_path: Path, images: torch.Te
     loaded = build(type="timm", name="test_resnet", num_classes=3, pretrained_path=str(path))
     with torch.no_grad():
         torch.testing.assert_close(loaded(images)["logits"], source(images)["logits"])
+
+
+def test_auxiliary_heads_are_returned_beside_the_logits() -> None:
+    model = build(
+        type="torchvision", name="googlenet", num_classes=3, kwargs={"init_weights": False}
+    ).train()
+    outputs = model(torch.randn(2, 3, 64, 64))
+    assert set(outputs) == {"logits", "aux_logits1", "aux_logits2"}
+    assert all(v.shape == (2, 3) for v in outputs.values())
+    assert set(model.eval()(torch.randn(1, 3, 64, 64))) == {"logits"}

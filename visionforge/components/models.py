@@ -25,8 +25,8 @@ class ClassifierModel(nn.Module):
     """A classification network called with a batch: ``model(batch) -> {"logits": ...}``.
 
     ``batch`` is a Mapping with ``"image"`` (``[B, C, H, W]`` float) or a bare tensor.
-    Networks with auxiliary heads in training mode (Inception, GoogLeNet) also give
-    ``"aux_logits"``.
+    Networks with auxiliary heads in training mode (Inception, GoogLeNet) also give their
+    auxiliary logits under the names torchvision uses (``"aux_logits"``, ...).
     """
 
     def __init__(self, net: nn.Module, num_classes: int) -> None:
@@ -41,11 +41,8 @@ class ClassifierModel(nn.Module):
         out = self.net(images)
         if isinstance(out, torch.Tensor):
             return {"logits": out}
-        outputs = {"logits": out.logits}
-        aux = getattr(out, "aux_logits", None)
-        if aux is not None:
-            outputs["aux_logits"] = aux
-        return outputs
+        # a namedtuple with "logits" and auxiliary heads (torchvision Inception, GoogLeNet)
+        return {k: v for k, v in out._asdict().items() if v is not None}
 
     def export_module(self) -> nn.Module:
         """The plain tensor-in, tensor-out network (for ONNX export and prediction)."""
