@@ -116,7 +116,7 @@ def hand_written(recipe: Recipe, args: argparse.Namespace) -> list[float]:
     batch_size, steps = args.batch_size, args.warmup + args.steps
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = timm.create_model("resnet50", num_classes=args.classes, drop_path_rate=0.1)
-    model = model.to(device).to(memory_format=memory_format)  # type: ignore[call-overload]
+    model = model.to(device).to(memory_format=memory_format)
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     optimizer = torch.optim.SGD(
