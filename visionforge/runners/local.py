@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 import os
 import re
 import signal
@@ -21,7 +20,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Literal, TextIO
 
 from visionforge import storage
 from visionforge.components.configs import LocalRunnerConfig
@@ -75,16 +74,29 @@ def _worker_summary(log: str) -> TrainResult | None:
     return None
 
 
-class _LogCapture(logging.Handler):
-    """Keeps the text of records logged under ``visionforge`` during an in-process run."""
+class _Tee(io.TextIOBase):
+    """A text stream that writes through to ``stream`` and keeps a copy."""
 
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.buffer = io.StringIO()
-        self.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    def __init__(self, stream: TextIO, copy: io.StringIO) -> None:
+        self.stream = stream
+        self.copy = copy
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.buffer.write(self.format(record) + "\n")
+    def write(self, text: str) -> int:
+        self.copy.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.stream.encoding
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
 
 
 class InProcessRun:
@@ -97,35 +109,31 @@ class InProcessRun:
         self.result: TrainResult | None = None
         self.error: BaseException | None = None
         self._status: Status = "pending"
-        self._logs = _LogCapture()
+        self._logs = io.StringIO()
 
     def run(self) -> None:
         """Train (blocking); exceptions are kept in :attr:`error` and make the run failed."""
         from visionforge.engine import Trainer
 
-        logger = logging.getLogger("visionforge")
-        logger.addHandler(self._logs)
-        previous_level = logger.level
-        if logger.getEffectiveLevel() > logging.INFO:
-            logger.setLevel(logging.INFO)
         self._status = "running"
         try:
-            self.result = Trainer(self.recipe, resume=self.resume).fit()
+            with (
+                contextlib.redirect_stdout(_Tee(sys.stdout, self._logs)),
+                contextlib.redirect_stderr(_Tee(sys.stderr, self._logs)),
+            ):
+                self.result = Trainer(self.recipe, resume=self.resume).fit()
         except Exception as err:
             self.error = err
             self._status = "failed"
             return
-        finally:
-            logger.removeHandler(self._logs)
-            logger.setLevel(previous_level)
         self._status = "stopped" if self.result.stopped_by_signal else "completed"
 
     def status(self) -> Status:
         return self._status
 
     def logs(self) -> str:
-        """What the run logged through Python logging (logger ``visionforge``)."""
-        return self._logs.buffer.getvalue()
+        """What the run printed (stdout and stderr, progress bars included)."""
+        return self._logs.getvalue()
 
     def wait(self, timeout: float | None = None) -> Status:
         return self._status
