@@ -158,6 +158,10 @@ def test_weights_of_another_architecture_are_rejected(zoo: str, tmp_path: Path) 
 def test_reserved_kwargs_and_torchvision_channels_are_config_errors() -> None:
     with pytest.raises(ConfigError, match=r"model.kwargs.num_classes"):
         build(type="timm", name="test_resnet", kwargs={"num_classes": 3})
+    with pytest.raises(ConfigError, match=r"model.kwargs.weights: weights are never downloaded"):
+        build(type="torchvision", name=SMALL["torchvision"], kwargs={"weights": "DEFAULT"})
+    with pytest.raises(ConfigError, match=r"model.kwargs: test_resnet: .*'bogus'"):
+        build(type="timm", name="test_resnet", kwargs={"bogus": 1})
     with pytest.raises(ConfigError, match=r"model.in_chans"):
         build(type="torchvision", name=SMALL["torchvision"], in_chans=1)
 

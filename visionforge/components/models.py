@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import timm
@@ -18,7 +18,8 @@ from visionforge.errors import CheckpointError, ConfigError
 
 CHECKPOINT_FORMAT = "visionforge.checkpoint/1"
 TORCHVISION_DEFAULT_CLASSES = 1000
-_RESERVED_KWARGS = ("num_classes", "in_chans", "pretrained", "drop_rate", "drop_path_rate")
+_FIELD_KWARGS = ("num_classes", "in_chans", "drop_rate", "drop_path_rate")
+_DOWNLOAD_KWARGS = ("pretrained", "weights")
 
 
 class ClassifierModel(nn.Module):
@@ -56,11 +57,24 @@ def _unknown_name(zoo: str, name: str, known: Iterable[str], listing: str) -> Co
 
 
 def _check_kwargs(kwargs: Mapping[str, Any]) -> None:
-    for key in _RESERVED_KWARGS:
-        if key in kwargs:
+    for key in kwargs:
+        if key in _FIELD_KWARGS:
             raise ConfigError(
                 f"model.kwargs.{key}: set it as a field of the model block, not in kwargs"
             )
+        if key in _DOWNLOAD_KWARGS:
+            raise ConfigError(
+                f"model.kwargs.{key}: weights are never downloaded; set model.pretrained_path "
+                "to a local file or URL"
+            )
+
+
+def _create(factory: Callable[..., nn.Module], name: str, **kwargs: Any) -> nn.Module:
+    """``factory(name, **kwargs)``; an argument the network does not take is a ConfigError."""
+    try:
+        return factory(name, **kwargs)
+    except TypeError as err:
+        raise ConfigError(f"model.kwargs: {name}: {err}") from None
 
 
 def load_weights(path: str) -> dict[str, torch.Tensor]:
@@ -172,7 +186,8 @@ def build_timm(cfg: TimmModelConfig) -> ClassifierModel:
     kwargs: dict[str, Any] = dict(cfg.kwargs)
     if cfg.num_classes is not None:
         kwargs["num_classes"] = cfg.num_classes
-    net = timm.create_model(
+    net = _create(
+        timm.create_model,
         cfg.name,
         in_chans=cfg.in_chans,
         drop_rate=cfg.drop_rate,
@@ -221,8 +236,8 @@ def build_torchvision(cfg: TorchvisionModelConfig) -> ClassifierModel:
         )
     _check_kwargs(cfg.kwargs)
     num_classes = cfg.num_classes or TORCHVISION_DEFAULT_CLASSES
-    net = torchvision.models.get_model(
-        cfg.name, weights=None, num_classes=num_classes, **cfg.kwargs
+    net = _create(
+        torchvision.models.get_model, cfg.name, weights=None, num_classes=num_classes, **cfg.kwargs
     )
     if cfg.pretrained_path is not None:
         _load_dropping_mismatched(net, load_weights(cfg.pretrained_path), cfg.pretrained_path)
