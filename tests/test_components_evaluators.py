@@ -122,7 +122,13 @@ def test_without_per_class_there_is_no_report(tmp_path: Path) -> None:
 def test_errors() -> None:
     with pytest.raises(ConfigError, match=r"no samples"):
         evaluator().compute()
-    with pytest.raises(ConfigError, match=r"label 4 is out of range for 3"):
-        evaluator().update({"logits": torch.zeros(2, 3)}, {"label": torch.tensor([0, 4])})
+    out_of_range = evaluator(per_class=True)
+    out_of_range.update({"logits": torch.zeros(2, 3)}, {"label": torch.tensor([0, 4])})
+    with pytest.raises(ConfigError, match=r"labels range over 0..4 but the model has 3 outputs"):
+        out_of_range.compute()
+    changing = evaluator()
+    changing.update({"logits": torch.zeros(2, 3)}, {"label": torch.tensor([0, 1])})
+    with pytest.raises(ConfigError, match=r"logits changed from 3 to 4 classes"):
+        changing.update({"logits": torch.zeros(2, 4)}, {"label": torch.tensor([0, 1])})
     with pytest.raises(ConfigError, match=r"evaluator.k"):
         evaluator(k=[0])

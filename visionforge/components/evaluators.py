@@ -45,40 +45,46 @@ class TopKAccuracy:
         """Forget every update."""
         self._correct: torch.Tensor | None = None
         self._total = 0
+        self._num_classes: int | None = None
+        self._label_low: torch.Tensor | None = None
+        self._label_high: torch.Tensor | None = None
         self._confusion: torch.Tensor | None = None
 
     def update(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> None:
         """Count one batch: ``outputs["logits"]`` ``[B, K]``, ``batch["label"]`` ``[B]`` or
-        ``[B, K]`` soft targets."""
+        ``[B, K]`` soft targets. Never synchronizes with the device (labels outside
+        ``0..K-1`` are reported by :meth:`compute`)."""
         logits = outputs["logits"].detach()
         labels = batch["label"]
         if labels.is_floating_point():
             labels = labels.argmax(dim=-1)
         labels = labels.to(logits.device)
+        if labels.numel() == 0:
+            return
         num_classes = logits.shape[1]
-        if labels.numel() and int(labels.max()) >= num_classes:
+        if self._num_classes is None:
+            self._num_classes = num_classes
+        elif self._num_classes != num_classes:
             raise ConfigError(
-                f"evaluator: label {int(labels.max())} is out of range for {num_classes} model "
-                "outputs; set model.num_classes to the dataset's number of classes"
+                f"evaluator: logits changed from {self._num_classes} to {num_classes} classes "
+                "between batches; call reset() between datasets"
             )
+        low, high = labels.aminmax()
+        if self._label_low is None or self._label_high is None:
+            self._label_low, self._label_high = low, high
+        else:
+            self._label_low = torch.minimum(self._label_low, low)
+            self._label_high = torch.maximum(self._label_high, high)
         top = logits.topk(min(max(self.ks), num_classes), dim=1).indices
         hits = top == labels[:, None]
         correct = torch.stack([hits[:, : min(k, num_classes)].any(dim=1).sum() for k in self.ks])
         self._correct = correct if self._correct is None else self._correct + correct
         self._total += labels.numel()
         if self.per_class:
-            pairs = labels * num_classes + top[:, 0]
-            counts = torch.bincount(pairs, minlength=num_classes * num_classes)
-            confusion = counts.view(num_classes, num_classes)
             if self._confusion is None:
-                self._confusion = confusion
-            elif self._confusion.shape != confusion.shape:
-                raise ConfigError(
-                    f"evaluator: logits changed from {self._confusion.shape[0]} to "
-                    f"{num_classes} classes between batches; call reset() between datasets"
-                )
-            else:
-                self._confusion += confusion
+                self._confusion = logits.new_zeros(num_classes, num_classes, dtype=torch.int64)
+            pairs = labels.clamp(0, num_classes - 1) * num_classes + top[:, 0]
+            self._confusion.view(-1).index_add_(0, pairs, torch.ones_like(pairs))
 
     def _names(self, num_classes: int) -> list[str]:
         if self.class_names is not None and len(self.class_names) == num_classes:
@@ -96,8 +102,14 @@ class TopKAccuracy:
     def compute(self) -> dict[str, float]:
         """``top{k}`` fractions; with ``per_class`` also ``mean_class_acc`` (over classes with
         samples) and ``acc/<class name>`` per class."""
-        if self._correct is None or self._total == 0:
+        if self._correct is None or self._label_low is None or self._label_high is None:
             raise ConfigError("evaluator: no samples were evaluated; is the dataset empty?")
+        low, high = int(self._label_low), int(self._label_high)
+        if low < 0 or high >= (self._num_classes or 0):
+            raise ConfigError(
+                f"evaluator: labels range over {low}..{high} but the model has "
+                f"{self._num_classes} outputs; set model.num_classes to the dataset's classes"
+            )
         metrics = {
             f"top{k}": float(c) / self._total
             for k, c in zip(self.ks, self._correct.tolist(), strict=True)
