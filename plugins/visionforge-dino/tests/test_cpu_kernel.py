@@ -117,12 +117,14 @@ def test_float32_parity_with_reference(case: dict[str, Any], inputs_factory: Any
         assert not any(t.is_contiguous() for t in tensors)
     shapes = torch.tensor(inputs.spatial_shapes) if case["tensor_shapes"] else inputs.spatial_shapes
     grad = torch.randn(case["batch"], case["queries"], case["heads"] * case["dim"])
-    ours = _run("cpu", *tensors[:1], shapes, *tensors[1:], grad_output=grad)
+    value, locations, weights = tensors
+    ours = _run("cpu", value, shapes, locations, weights, grad_output=grad)
     reference = _run(
         "pytorch",
-        *(t.double() for t in tensors[:1]),
+        value.double(),
         inputs.spatial_shapes,
-        *(t.double() for t in tensors[1:]),
+        locations.double(),
+        weights.double(),
         grad_output=grad.double(),
     )
     for name, got, want in zip(("out", "value", "loc", "attn"), ours, reference, strict=True):

@@ -1,6 +1,7 @@
 """Building and loading the compiled kernels with :mod:`torch.utils.cpp_extension`.
 
-Each backend (``cpu``: one C++ translation unit; ``cuda``: one CUDA translation unit) is
+Each backend (``cpu``: one C++ translation unit; ``cuda``: the kernels in one CUDA unit,
+their host entry points in one C++ unit, compiled in parallel) is
 built into its own folder under :func:`cache_root`, named by a key over the torch version,
 its CUDA version, the Python ABI and platform, the flags, the CUDA arch list and a hash of
 the sources. A finished build leaves ``build.json`` beside the library, so later processes
@@ -36,8 +37,8 @@ ARCH_ENV = "TORCH_CUDA_ARCH_LIST"
 # L4/RTX 40xx, H100, plus PTX so that newer GPUs JIT-compile it.
 DEFAULT_ARCH_LIST = "8.0;8.6;8.9;9.0+PTX"
 SOURCE_DIR = Path(__file__).parent / "csrc"
-_HEADERS = ("msda_common.h",)
-_SOURCES = {"cpu": ("msda_cpu.cpp",), "cuda": ("msda_cuda.cu",)}
+_HEADERS = ("msda_common.h", "msda_checks.h", "msda_cuda.h")
+_SOURCES = {"cpu": ("msda_cpu.cpp",), "cuda": ("msda_cuda.cpp", "msda_cuda_kernels.cu")}
 LIBRARY_NAMES = {"cpu": "visionforge_msda_cpu", "cuda": "visionforge_msda_cuda"}
 MARKER = "build.json"
 
@@ -211,7 +212,7 @@ def _openmp_flags() -> list[str]:
 
 
 def sources_digest(backend: str) -> str:
-    """sha256 over the backend's sources and the shared header."""
+    """sha256 over the backend's sources and the shared headers."""
     digest = hashlib.sha256()
     for name in (*_HEADERS, *_SOURCES[backend]):
         digest.update(name.encode())

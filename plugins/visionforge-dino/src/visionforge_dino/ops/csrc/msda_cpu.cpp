@@ -16,7 +16,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "msda_common.h"
+#include "msda_checks.h"
 
 namespace visionforge_msda {
 namespace {

@@ -11,21 +11,19 @@
 //     (float4/float2 atomicAdd on sm_90+), V channels per instruction, and only for corners
 //     inside the level with a non-zero weight;
 //   * fp16/bf16 values never take half-precision atomics: the fp32 buffer is cast once.
-#include <ATen/Dispatch.h>
+// Only c10 headers are included here, which keeps nvcc's part of the build short; the tensor
+// handling and op registration live in msda_cuda.cpp.
 #include <ATen/OpMathType.h>
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Exception.h>
+#include <c10/util/Half.h>
 
 #include <cstdint>
 #include <initializer_list>
-#include <tuple>
 
 #include "msda_common.h"
+#include "msda_cuda.h"
 
 namespace visionforge_msda {
 namespace {
@@ -276,106 +274,69 @@ unsigned int grid_size(const Dims& d, int lanes) {
   return static_cast<unsigned int>(blocks);
 }
 
-at::Tensor forward_cuda(
-    const at::Tensor& value_in,
-    const at::Tensor& spatial_shapes_in,
-    const at::Tensor& level_start_index_in,
-    const at::Tensor& sampling_locations_in,
-    const at::Tensor& attention_weights_in) {
-  const Dims d = check_inputs(value_in, spatial_shapes_in, level_start_index_in,
-                              sampling_locations_in, attention_weights_in);
-  const c10::cuda::CUDAGuard guard(value_in.device());
-  const at::Tensor value = value_in.contiguous();
-  const at::Tensor shapes = spatial_shapes_in.contiguous();
-  const at::Tensor starts = level_start_index_in.contiguous();
-  const at::Tensor loc = sampling_locations_in.contiguous();
-  const at::Tensor attn = attention_weights_in.contiguous();
-  at::Tensor out = at::empty({d.batch, d.queries, d.heads * d.channels}, value.options());
-  if (out.numel() == 0) {
-    return out;
-  }
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, value.scalar_type(), "msda_forward_cuda", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        constexpr int wide = static_cast<int>(16 / sizeof(scalar_t));
-        const int width = vector_width<scalar_t>(d.channels, {value.const_data_ptr(),
-                                                              out.const_data_ptr()});
-        const int lanes = group_lanes(d.channels / width);
-        const auto kernel =
-            width == wide ? forward_kernel<scalar_t, wide> : forward_kernel<scalar_t, 1>;
-        kernel<<<grid_size(d, lanes), kThreads, 0, stream>>>(
-            d, lanes, value.const_data_ptr<scalar_t>(), shapes.const_data_ptr<int64_t>(),
-            starts.const_data_ptr<int64_t>(), loc.const_data_ptr<acc_t>(),
-            attn.const_data_ptr<acc_t>(), out.mutable_data_ptr<scalar_t>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      });
-  return out;
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
-    const at::Tensor& grad_output_in,
-    const at::Tensor& value_in,
-    const at::Tensor& spatial_shapes_in,
-    const at::Tensor& level_start_index_in,
-    const at::Tensor& sampling_locations_in,
-    const at::Tensor& attention_weights_in) {
-  const Dims d = check_inputs(value_in, spatial_shapes_in, level_start_index_in,
-                              sampling_locations_in, attention_weights_in);
-  TORCH_CHECK(grad_output_in.numel() == d.batch * d.queries * d.heads * d.channels &&
-                  grad_output_in.scalar_type() == value_in.scalar_type() &&
-                  grad_output_in.device() == value_in.device(),
-              "msda: grad_output ", grad_output_in.sizes(), " does not match the output");
-  const c10::cuda::CUDAGuard guard(value_in.device());
-  const at::Tensor grad_output = grad_output_in.contiguous();
-  const at::Tensor value = value_in.contiguous();
-  const at::Tensor shapes = spatial_shapes_in.contiguous();
-  const at::Tensor starts = level_start_index_in.contiguous();
-  const at::Tensor loc = sampling_locations_in.contiguous();
-  const at::Tensor attn = attention_weights_in.contiguous();
-  at::Tensor grad_value_acc = at::zeros(value.sizes(), loc.options());
-  at::Tensor grad_loc = at::zeros(loc.sizes(), loc.options());
-  at::Tensor grad_attn = at::zeros(attn.sizes(), attn.options());
-  if (grad_output.numel() == 0) {
-    return {grad_value_acc.to(value.scalar_type()), grad_loc, grad_attn};
-  }
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, value.scalar_type(), "msda_backward_cuda", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        constexpr int wide = static_cast<int>(16 / sizeof(scalar_t));
-        // The fp32 accumulator of a wide pack spans more bytes than the pack: align for it.
-        const int width = vector_width<scalar_t>(
-            d.channels, {value.const_data_ptr(), grad_output.const_data_ptr(),
-                         grad_value_acc.const_data_ptr()});
-        const int lanes = group_lanes(d.channels / width);
-        const auto kernel =
-            width == wide ? backward_kernel<scalar_t, wide> : backward_kernel<scalar_t, 1>;
-        kernel<<<grid_size(d, lanes), kThreads, 0, stream>>>(
-            d, lanes, grad_output.const_data_ptr<scalar_t>(), value.const_data_ptr<scalar_t>(),
-            shapes.const_data_ptr<int64_t>(), starts.const_data_ptr<int64_t>(),
-            loc.const_data_ptr<acc_t>(), attn.const_data_ptr<acc_t>(),
-            grad_value_acc.mutable_data_ptr<acc_t>(), grad_loc.mutable_data_ptr<acc_t>(),
-            grad_attn.mutable_data_ptr<acc_t>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      });
-  return {grad_value_acc.to(value.scalar_type()), grad_loc, grad_attn};
-}
-
 }  // namespace
+
+template <typename scalar_t>
+void launch_forward(
+    const Dims& d,
+    const scalar_t* value,
+    const int64_t* shapes,
+    const int64_t* starts,
+    const at::opmath_type<scalar_t>* loc,
+    const at::opmath_type<scalar_t>* attn,
+    scalar_t* out,
+    cudaStream_t stream) {
+  if (d.batch * d.queries * d.heads * d.channels == 0) {
+    return;
+  }
+  constexpr int wide = static_cast<int>(16 / sizeof(scalar_t));
+  const int width = vector_width<scalar_t>(d.channels, {value, out});
+  const int lanes = group_lanes(d.channels / width);
+  const auto kernel = width == wide ? forward_kernel<scalar_t, wide> : forward_kernel<scalar_t, 1>;
+  kernel<<<grid_size(d, lanes), kThreads, 0, stream>>>(
+      d, lanes, value, shapes, starts, loc, attn, out);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename scalar_t>
+void launch_backward(
+    const Dims& d,
+    const scalar_t* grad_out,
+    const scalar_t* value,
+    const int64_t* shapes,
+    const int64_t* starts,
+    const at::opmath_type<scalar_t>* loc,
+    const at::opmath_type<scalar_t>* attn,
+    at::opmath_type<scalar_t>* grad_value,
+    at::opmath_type<scalar_t>* grad_loc,
+    at::opmath_type<scalar_t>* grad_attn,
+    cudaStream_t stream) {
+  if (d.batch * d.queries * d.heads * d.channels == 0) {
+    return;
+  }
+  constexpr int wide = static_cast<int>(16 / sizeof(scalar_t));
+  // grad_value holds opmath values: a wide pack of it spans more bytes, aligned the same way.
+  const int width = vector_width<scalar_t>(d.channels, {value, grad_out, grad_value});
+  const int lanes = group_lanes(d.channels / width);
+  const auto kernel =
+      width == wide ? backward_kernel<scalar_t, wide> : backward_kernel<scalar_t, 1>;
+  kernel<<<grid_size(d, lanes), kThreads, 0, stream>>>(
+      d, lanes, grad_out, value, shapes, starts, loc, attn, grad_value, grad_loc, grad_attn);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+#define VISIONFORGE_MSDA_INSTANTIATE(T)                                                      \
+  template void launch_forward<T>(const Dims&, const T*, const int64_t*, const int64_t*,     \
+                                  const at::opmath_type<T>*, const at::opmath_type<T>*, T*,  \
+                                  cudaStream_t);                                             \
+  template void launch_backward<T>(const Dims&, const T*, const T*, const int64_t*,          \
+                                   const int64_t*, const at::opmath_type<T>*,                \
+                                   const at::opmath_type<T>*, at::opmath_type<T>*,           \
+                                   at::opmath_type<T>*, at::opmath_type<T>*, cudaStream_t);
+
+VISIONFORGE_MSDA_INSTANTIATE(double)
+VISIONFORGE_MSDA_INSTANTIATE(float)
+VISIONFORGE_MSDA_INSTANTIATE(c10::Half)
+VISIONFORGE_MSDA_INSTANTIATE(c10::BFloat16)
+
 }  // namespace visionforge_msda
-
-TORCH_LIBRARY(visionforge_msda_cuda, m) {
-  m.def(
-      "forward(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
-      "Tensor sampling_locations, Tensor attention_weights) -> Tensor");
-  m.def(
-      "backward(Tensor grad_output, Tensor value, Tensor spatial_shapes, "
-      "Tensor level_start_index, Tensor sampling_locations, Tensor attention_weights) "
-      "-> (Tensor, Tensor, Tensor)");
-}
-
-TORCH_LIBRARY_IMPL(visionforge_msda_cuda, CUDA, m) {
-  m.impl("forward", &visionforge_msda::forward_cuda);
-  m.impl("backward", &visionforge_msda::backward_cuda);
-}

@@ -1,0 +1,58 @@
+// Host-side validation shared by the CPU and CUDA entry points.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include "msda_common.h"
+
+namespace visionforge_msda {
+
+// Validates the inputs of the compiled kernels (the Python wrapper already checked them with
+// friendlier messages) and returns their sizes.
+inline Dims check_inputs(
+    const at::Tensor& value,
+    const at::Tensor& spatial_shapes,
+    const at::Tensor& level_start_index,
+    const at::Tensor& sampling_locations,
+    const at::Tensor& attention_weights) {
+  TORCH_CHECK(value.dim() == 4, "msda: value must be [batch, keys, heads, channels], got ",
+              value.sizes());
+  TORCH_CHECK(sampling_locations.dim() == 6 && sampling_locations.size(5) == 2,
+              "msda: sampling_locations must be [batch, queries, heads, levels, points, 2], got ",
+              sampling_locations.sizes());
+  TORCH_CHECK(attention_weights.dim() == 5,
+              "msda: attention_weights must be [batch, queries, heads, levels, points], got ",
+              attention_weights.sizes());
+  const Dims d{value.size(0),
+               value.size(1),
+               value.size(2),
+               value.size(3),
+               sampling_locations.size(1),
+               sampling_locations.size(3),
+               sampling_locations.size(4)};
+  TORCH_CHECK(sampling_locations.size(0) == d.batch && sampling_locations.size(2) == d.heads,
+              "msda: sampling_locations ", sampling_locations.sizes(),
+              " does not match value ", value.sizes());
+  TORCH_CHECK(attention_weights.sizes() == sampling_locations.sizes().slice(0, 5),
+              "msda: attention_weights ", attention_weights.sizes(),
+              " does not match sampling_locations ", sampling_locations.sizes());
+  TORCH_CHECK(spatial_shapes.dim() == 2 && spatial_shapes.size(0) == d.levels &&
+                  spatial_shapes.size(1) == 2 && spatial_shapes.scalar_type() == at::kLong,
+              "msda: spatial_shapes must be int64 [levels, 2], got ", spatial_shapes.sizes());
+  TORCH_CHECK(level_start_index.dim() == 1 && level_start_index.size(0) == d.levels &&
+                  level_start_index.scalar_type() == at::kLong,
+              "msda: level_start_index must be int64 [levels], got ", level_start_index.sizes());
+  const auto acc_type = value.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  TORCH_CHECK(sampling_locations.scalar_type() == acc_type &&
+                  attention_weights.scalar_type() == acc_type,
+              "msda: sampling_locations and attention_weights must be ", acc_type,
+              " for a value of ", value.scalar_type());
+  for (const auto* t : {&spatial_shapes, &level_start_index, &sampling_locations,
+                        &attention_weights}) {
+    TORCH_CHECK(t->device() == value.device(), "msda: all inputs must be on ", value.device());
+  }
+  return d;
+}
+
+}  // namespace visionforge_msda
