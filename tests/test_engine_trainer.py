@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -72,7 +73,10 @@ def test_trains_improves_and_writes_outputs(tmp_path: Path) -> None:
     ):
         assert (out / name).is_file(), name
     assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert {"val/top1", "train/loss", "step/train/loss", "step/lr"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("val/top1")] == [12, 24, 36]
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
@@ -96,6 +100,20 @@ def test_trains_improves_and_writes_outputs(tmp_path: Path) -> None:
         model({"image": image})["logits"], trainer.model({"image": image})["logits"]
     )
     assert evaluate(recipe, str(out / "best.ckpt"))["top1"] == pytest.approx(result.best_metric)
+
+
+def test_csv_step_rows_when_asked(tmp_path: Path) -> None:
+    recipe = tiny_recipe(tmp_path / "run", trainer={"epochs": 1, "csv_log_steps": True})
+    Trainer(recipe).fit()
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["kind"], int(r["step"])) for r in rows] == [
+        ("step", 2),
+        ("step", 4),
+        ("step", 6),
+        ("epoch", 6),
+    ]
+    assert all(float(r["lr"]) == 0.2 for r in rows)
 
 
 def test_grad_accumulation_equals_bigger_batch(tmp_path: Path) -> None:

@@ -135,6 +135,7 @@ class Trainer:
         self.autocast = autocast_for(self.device, cfg.precision)
         self.prepare = ImagePreparer(recipe.data.normalize_on_device, cfg.channels_last)
 
+        torch.manual_seed(cfg.seed + self.dist.rank)  # each rank its own dropout stream
         self.train_model: nn.Module = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
