@@ -206,3 +206,46 @@ def test_evaluator_maps_labels_to_category_ids(tmp_path: Path) -> None:
     outputs["detections"][0]["labels"] = torch.tensor([0])
     evaluator.update(outputs, {"target": [{"image_id": 7}]})
     assert evaluator.compute()["AP"] == 0.0
+
+
+def test_segm_evaluator_with_masks(tmp_path: Path) -> None:
+    from visionforge_coco.datasets import CocoDetection
+    from visionforge_coco.synthetic import ShapesSpec, write_synthetic
+
+    root = write_synthetic(
+        tmp_path / "c", ShapesSpec(num_images=3, image_size=40, seed=2), "coco", progress=False
+    )
+    ds = CocoDetection(str(root / "images"), str(root / "annotations.json"), masks=True)
+    cfg = CocoEvaluatorConfig(annotations=str(root / "annotations.json"), engine="pycocotools")
+    evaluator = CocoEvaluator(cfg, "segm")
+    for i in range(len(ds)):
+        target = ds[i]["target"]
+        n = len(target["labels"])
+        det = {
+            "boxes": target["boxes"].as_subclass(torch.Tensor),
+            "scores": torch.ones(n),
+            "labels": target["labels"],
+            "masks": target["masks"].bool(),
+        }
+        evaluator.update({"detections": [det]}, {"target": [target]})
+    metrics = evaluator.compute()
+    assert metrics["AP"] == pytest.approx(1.0)
+    written = evaluator.write_report(str(tmp_path / "report"))
+    assert any(p.endswith("pr_curves.png") for p in written)
+
+
+def test_evaluator_without_annotations_uses_targets() -> None:
+    from visionforge_coco.configs import SyntheticShapesConfig
+    from visionforge_coco.datasets import SyntheticShapes
+    from visionforge_coco.synthetic import ShapesSpec
+    from visionforge_coco.transforms import detection_transforms
+
+    cfg = SyntheticShapesConfig(num_images=4, shape_size=40, image_size=80)
+    ds = SyntheticShapes(ShapesSpec(num_images=4, image_size=40), detection_transforms(cfg))
+    evaluator = CocoEvaluator(CocoEvaluatorConfig(), "bbox")
+    for i in range(len(ds)):
+        target = ds[i]["target"]
+        boxes = target["boxes"].as_subclass(torch.Tensor) / 2  # back to the original 40 px
+        det = {"boxes": boxes, "scores": torch.ones(len(boxes)), "labels": target["labels"]}
+        evaluator.update({"detections": [det]}, {"target": [target]})
+    assert evaluator.compute()["AP"] == pytest.approx(1.0)

@@ -181,18 +181,6 @@ def inspect_pairs(
     return results
 
 
-@dataclass
-class _YoloImage:
-    pair: Pair
-    image_id: int
-    file_name: str
-    width: int = 0
-    height: int = 0
-    rows: list[LabelRow] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    clipped: int = 0
-
-
 def _polygon_area(points: list[float], width: int, height: int) -> float:
     rle = mask_utils.frPyObjects([points], height, width)
     return float(mask_utils.area(mask_utils.merge(rle)))
@@ -300,58 +288,51 @@ def _convert_yolo_split(
         Problem(str(p), "label file without an image (same path under images/ expected)")
         for p in pairing.orphan_labels
     ]
-    items = [
-        _YoloImage(
-            pair=pair,
-            image_id=i + 1,
-            file_name=f"{i + 1:06d}{pair.image.suffix.lower()}" if id_names else pair.rel,
-        )
-        for i, pair in enumerate(pairing.pairs)
-    ]
     unknown_crowd = set(crowd) - {p.rel for p in pairing.pairs}
     problems.extend(
         Problem(str(labels_dir / CROWD_FILE), f"crowd entry for {rel!r}, which has no image")
         for rel in sorted(unknown_crowd)
     )
-
-    inspected = inspect_pairs(
-        [item.pair for item in items], num_classes, tolerance, workers, split, progress
-    )
-    for item, found in zip(items, inspected, strict=True):
-        item.width, item.height, item.rows, item.problems, item.clipped = found
-
-    def place(item: _YoloImage) -> None:
-        if not item.problems:
-            out.place(item.pair.image, f"{prefix}images/{item.file_name}", link)
-
-    parallel_map(place, items, workers, f"{link} images {split}", progress)
-    done = items
-    problems.extend(p for item in done for p in item.problems)
+    inspected = inspect_pairs(pairing.pairs, num_classes, tolerance, workers, split, progress)
+    problems.extend(p for found in inspected for p in found.problems)
     _stop_on(problems, skip_invalid)
     report.skipped.extend(problems)
+    # image ids follow the sorted paths, so they do not depend on which images were skipped
+    valid = [
+        (i + 1, pair, found)
+        for i, (pair, found) in enumerate(zip(pairing.pairs, inspected, strict=True))
+        if not found.problems
+    ]
+
+    def file_name(image_id: int, pair: Pair) -> str:
+        return f"{image_id:06d}{pair.image.suffix.lower()}" if id_names else pair.rel
+
+    def place(entry: tuple[int, Pair, Inspection]) -> None:
+        image_id, pair, _ = entry
+        out.place(pair.image, f"{prefix}images/{file_name(image_id, pair)}", link)
+
+    parallel_map(place, valid, workers, f"{link} images {split}", progress)
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    for item in done:
-        if item.problems:
-            continue
+    for image_id, pair, found in valid:
         images.append(
             {
-                "id": item.image_id,
-                "file_name": item.file_name,
-                "width": item.width,
-                "height": item.height,
+                "id": image_id,
+                "file_name": file_name(image_id, pair),
+                "width": found.width,
+                "height": found.height,
             }
         )
-        for row in item.rows:
-            ann = _coco_annotation(row, item.width, item.height)
-            annotations.append({"id": len(annotations) + 1, "image_id": item.image_id, **ann})
-        for extra in crowd.get(item.pair.rel, []):
+        for row in found.rows:
+            ann = _coco_annotation(row, found.width, found.height)
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, **ann})
+        for extra in crowd.get(pair.rel, []):
             ann = {k: v for k, v in extra.items() if k not in ("id", "image_id")}
             annotations.append(
-                {"id": len(annotations) + 1, "image_id": item.image_id, **ann, "iscrowd": 1}
+                {"id": len(annotations) + 1, "image_id": image_id, **ann, "iscrowd": 1}
             )
             report.crowd += 1
-        report.clipped += item.clipped
+        report.clipped += found.clipped
     report.images += len(images)
     report.annotations += len(annotations)
     return {"images": images, "annotations": annotations}

@@ -104,7 +104,12 @@ class CocoEvaluator:
         canvas_h, canvas_w = target["boxes"].canvas_size
         scale = torch.tensor([width / canvas_w, height / canvas_h] * 2, dtype=torch.float64)
         boxes = target["boxes"].as_subclass(torch.Tensor).to("cpu", torch.float64) * scale
-        self._images[image_id] = {"id": image_id, "width": width, "height": height}
+        self._images[image_id] = {
+            "id": image_id,
+            "file_name": f"{image_id}",
+            "width": width,
+            "height": height,
+        }
         crowd = target.get("iscrowd", torch.zeros(len(boxes)))
         area = target.get("area")
         for i, (box, label) in enumerate(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import threading
 import uuid
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +30,7 @@ class StagedDir:
         self.rewritten = 0
         self.reused = 0
         self._made: set[str] = set()
+        self._lock = threading.Lock()  # place/write_bytes run on thread pools
 
     def __enter__(self) -> StagedDir:
         self.stage.mkdir(parents=True)
@@ -59,7 +61,8 @@ class StagedDir:
             os.link(self.final / rel, target)
         except OSError:
             return False
-        self.reused += 1
+        with self._lock:
+            self.reused += 1
         return True
 
     def place(self, src: Path, rel: str, mode: LinkMode) -> None:
@@ -84,7 +87,8 @@ class StagedDir:
                     "use --link copy or --link sym"
                 ) from None
             raise
-        self.rewritten += 1
+        with self._lock:
+            self.rewritten += 1
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write a file; reuse the previous output when its bytes are identical."""
@@ -94,7 +98,8 @@ class StagedDir:
         if unchanged and self._reuse(rel, target):
             return
         target.write_bytes(data)
-        self.rewritten += 1
+        with self._lock:
+            self.rewritten += 1
 
     def commit(self) -> None:
         """Swap the staging directory into place."""
