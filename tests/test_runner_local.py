@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 from visionforge import REGISTRIES
 from visionforge.config import Recipe, recipe_from_dict
 from visionforge.errors import StorageError
-from visionforge.runners import RunFailedError
+from visionforge.runners import RunFailedError, local
 from visionforge.runners.local import InProcessRun, LocalRunner, TorchrunRun
 
 SYNTHETIC = {"type": "synthetic_classification", "num_samples": 16, "image_size": 16}
@@ -86,12 +88,59 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "torchrun.log").read_text() == handle.logs()
 
 
-@pytest.mark.slow
-def test_torchrun_failure_names_the_cause(tmp_path: Path) -> None:
-    recipe = tiny_recipe(tmp_path / "run", nproc=2, batch_size=16)
+def fake_launcher(monkeypatch: pytest.MonkeyPatch, script: str) -> None:
+    """Replace torchrun by a small script (it gets the worker arguments in sys.argv)."""
+    monkeypatch.setattr(local, "LAUNCHER", ("-c", script))
+
+
+def test_failed_launch_names_the_cause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_launcher(
+        monkeypatch,
+        "import sys; print('starting', sys.argv[1:]); "
+        "print('[rank1]: visionforge.errors.ConfigError: data.train: too few samples'); "
+        "print('ChildFailedError:'); sys.exit(3)",
+    )
+    recipe = tiny_recipe(tmp_path / "run", nproc=2)
+    handle = runner_for(recipe).submit(recipe, resume=True)
+    assert handle.wait(timeout=60) == "failed" and handle.status() == "failed"
+    assert isinstance(handle, TorchrunRun) and isinstance(handle.error, RunFailedError)
+    log = tmp_path / "run" / "torchrun.log"
+    assert str(handle.error) == (
+        "torchrun exited with code 3 ([rank1]: visionforge.errors.ConfigError: data.train: "
+        f"too few samples); full log: {log}"
+    )
+    assert "'--nproc-per-node', '2', '-m', 'visionforge.engine.worker'" in log.read_text()
+    assert log.read_text().count("--resume") == 1
+    stored = json.loads((tmp_path / "run" / "torchrun-recipe.json").read_text())
+    assert stored == recipe.model_dump(mode="json")
+
+
+def test_stop_reports_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    summary = {
+        "metrics": {"train/loss": 1.0},
+        "best_metric": None,
+        "output": str(tmp_path / "run"),
+        "last_checkpoint": str(tmp_path / "run" / "last.ckpt"),
+        "best_checkpoint": None,
+        "stopped_by_signal": True,
+    }
+    fake_launcher(
+        monkeypatch,
+        "import json, signal, sys, time\n"
+        "def stop(*_):\n"
+        f"    print({json.dumps(summary)!r}, flush=True); sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n",
+    )
+    recipe = tiny_recipe(tmp_path / "run", nproc=2)
     handle = runner_for(recipe).submit(recipe)
-    assert handle.wait(timeout=300) == "failed"
-    assert isinstance(handle.error, RunFailedError)
-    message = str(handle.error)
-    assert "torchrun exited with code" in message and "fewer than one batch" in message
-    assert str(tmp_path / "run" / "torchrun.log") in message
+    assert isinstance(handle, TorchrunRun)
+    assert handle.wait(timeout=0.05) == "running" and handle.status() == "running"
+    deadline = time.monotonic() + 30
+    while "ready" not in handle.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    handle.stop()
+    assert handle.wait(timeout=30) == "stopped"
+    assert handle.error is None and handle.result is not None
+    assert handle.result.stopped_by_signal and handle.result.metrics == {"train/loss": 1.0}

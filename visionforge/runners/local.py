@@ -35,6 +35,8 @@ Status = Literal["pending", "running", "completed", "failed", "stopped"]
 LOG_NAME = "torchrun.log"
 RECIPE_NAME = "torchrun-recipe.json"
 _ERROR_LINE = re.compile(r"^error: |^(\[[^\]]*\]:\s*)?[\w.]*(Error|Exception): ")
+LAUNCHER = ("-m", "torch.distributed.run", "--standalone")
+"""Python arguments that start torchrun (the worker command follows)."""
 BACKEND_ENV = "VISIONFORGE_DIST_BACKEND"
 """Set for the workers when ``runner.backend`` is not ``auto`` (the engine reads it)."""
 
@@ -167,9 +169,7 @@ class TorchrunRun:
         storage.write_bytes_atomic(recipe_path, recipe.model_dump_json(indent=2).encode())
         command = [
             sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
+            *LAUNCHER,
             "--nproc-per-node",
             str(cfg.nproc),
             "-m",
