@@ -68,9 +68,12 @@ def test_verify_finds_each_problem_and_fix(coco_set: Path, tmp_path: Path) -> No
     data["annotations"][3]["category_id"] = 42  # unknown category
     data["annotations"][4]["image_id"] = 4242  # unknown image
     (coco_set / "images/000002.png").write_bytes(b"broken")
+    whole = (coco_set / "images/000003.png").read_bytes()
+    (coco_set / "images/000003.png").write_bytes(whole[: len(whole) // 2])  # truncated
     (coco_set / "annotations.json").write_text(json.dumps(data))
     report = verify_coco(coco_set / "annotations.json", coco_set / "images", progress=False)
     text = "\n".join(str(p) for p in report.problems)
+    assert "image id 4: " in text  # the truncated file
     for needle in (
         "size in JSON 99x48",
         "relative path",
@@ -97,6 +100,12 @@ def test_cli_exit_codes_and_eval(
     coco_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["coco", "verify", str(coco_set)]) == 0
+    data = json.loads((coco_set / "annotations.json").read_text())
+    bad = {**data, "annotations": [{**data["annotations"][0], "category_id": 77}]}
+    (tmp_path / "bad_cat.json").write_text(json.dumps(bad))
+    (tmp_path / "images").symlink_to(coco_set / "images")
+    assert main(["coco", "verify", str(tmp_path / "bad_cat.json")]) == 1
+    assert "category_id 77" in capsys.readouterr().out
     (tmp_path / "bad.json").write_text('{"images": [')
     assert main(["coco", "verify", str(tmp_path / "bad.json")]) == 2
     assert "bad.json:1:" in capsys.readouterr().out
@@ -137,7 +146,7 @@ def test_coco_dataset_items_transforms_and_collate(coco_set: Path) -> None:
     ds = REGISTRIES.datasets.build(
         {
             "type": "coco",
-            "images": str(coco_set / "images"),
+            "images": f"file://{coco_set / 'images'}",  # fsspec URLs work too
             "annotations": str(coco_set / "annotations.json"),
             "image_size": 96,
             "masks": True,
@@ -187,6 +196,11 @@ def test_load_errors_name_file_and_id(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match=r"a.json: image id 1: duplicate image id"):
         load_coco(tmp_path / "a.json")
     base["images"].pop()
+    base["images"][0]["file_name"] = "/abs/a.png"
+    (tmp_path / "a.json").write_text(json.dumps(base))
+    with pytest.raises(DataFormatError, match=r"image id 1: file_name '/abs/a.png' must be"):
+        load_coco(tmp_path / "a.json")
+    base["images"][0]["file_name"] = "a.png"
     base["annotations"] = [{"id": 9, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]}]
     (tmp_path / "a.json").write_text(json.dumps(base))
     with pytest.raises(DataFormatError, match=r"annotation id 9: category_id 1 is not in"):
