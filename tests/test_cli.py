@@ -367,3 +367,22 @@ def test_export_then_lineage(trained: Path, capsys: pytest.CaptureFixture[str]) 
     assert [c["kind"] for c in chain[:2]] == ["onnx", "checkpoint"]
     assert chain[0]["parents"][0]["id"] == chain[1]["id"]
     assert chain[0]["recipe_sha256"] and chain[1]["recipe_sha256"]
+
+
+@pytest.mark.slow
+def test_eval_without_a_trained_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = tiny_recipe(tmp_path)
+    code, out, err = run(capsys, "eval", str(recipe), "--json")
+    assert code == 0
+    assert f"note: no checkpoint in {tmp_path / 'run'}; using the model as built" in err
+    assert set(json.loads(out)) == {"top1", "top2"}
+
+
+def test_checkpoint_source_with_checkpoint_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "eval", "a.ckpt", "--checkpoint", "b.ckpt")
+    assert code == 2
+    assert_one_line_error(err, "--checkpoint b.ckpt: SOURCE a.ckpt is already a checkpoint")
