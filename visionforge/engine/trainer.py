@@ -98,7 +98,7 @@ class Trainer:
         self.device = self.dist.device
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.benchmark = self.device.type == "cuda" and not cfg.deterministic
         seed_everything(cfg.seed)  # identical initial weights on every rank
 
         self.train_set = REGISTRIES.datasets.build(recipe.data.train.as_dict(), "data.train")
@@ -268,6 +268,7 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
+        self._check_batch_settings(ckpt, source)
         position = ckpt["position"]
         self.epoch = int(position["epoch"])
         self.step_in_epoch = int(position["step_in_epoch"])
@@ -288,6 +289,19 @@ class Trainer:
             print(
                 f"resuming from {source}: epoch {self.epoch + 1}, step {self.step_in_epoch} "
                 f"of {self.steps_per_epoch} (global step {self.global_step})"
+            )
+
+    def _check_batch_settings(self, ckpt: Mapping[str, Any], source: str) -> None:
+        """Say so when the data position cannot map exactly (batch layout changed)."""
+        before = ckpt.get("recipe", {}).get("trainer", {})
+        per_rank = ckpt["rng"].get("per_rank") or [None]
+        old = (before.get("batch_size"), before.get("grad_accum_steps"), len(per_rank))
+        new = (self.cfg.batch_size, self.cfg.grad_accum_steps, self.dist.world_size)
+        if old != new and self.dist.is_main:
+            print(
+                f"note: {source} was written with batch_size, grad_accum_steps, processes = "
+                f"{old}, now {new}; the epoch position is kept in optimizer steps, so the "
+                "rest of this epoch will not match the interrupted run exactly"
             )
 
     # ----------------------------------------------------------------- fit
