@@ -214,3 +214,16 @@ def test_loader_workers_give_the_same_items(tree: Path) -> None:
     workers = next(iter(DataLoader(ds, batch_size=12, num_workers=2)))
     assert torch.equal(single["image"], workers["image"])
     assert torch.equal(single["label"], workers["label"])
+
+
+def test_animated_gif_gives_its_first_frame(tree: Path) -> None:
+    from PIL import Image
+
+    frames = [Image.new("RGB", (8, 6), colour) for colour in ("red", "blue")]
+    path = tree / "eel" / "animated.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    ds = build(root=str(tree), normalize=False, image_size=8)
+    index = next(i for i, (p, _) in enumerate(ds.samples) if p.endswith("animated.gif"))
+    image = ds.load_image(index)
+    assert image.shape == (3, 6, 8)
+    assert image[0].float().mean() > 200 and image[2].float().mean() < 50  # red, not blue

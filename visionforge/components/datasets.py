@@ -134,6 +134,8 @@ class ImageFolder(Dataset[dict[str, Any]]):
             ) from None
         except FileNotFoundError:
             raise StorageError(f"{self._display(path)}: file not found") from None
+        if image.ndim == 4:  # an animated GIF decodes to [frames, C, H, W]: keep the first
+            image = image[0]
         return tv_tensors.Image(image)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
