@@ -11,6 +11,7 @@ import pytest
 
 from visionforge import REGISTRIES
 from visionforge.config import Recipe, recipe_from_dict
+from visionforge.engine.distributed import BACKEND_ENV
 from visionforge.errors import StorageError
 from visionforge.runners import RunFailedError, local
 from visionforge.runners.local import InProcessRun, LocalRunner, TorchrunRun
@@ -19,7 +20,11 @@ SYNTHETIC = {"type": "synthetic_classification", "num_samples": 16, "image_size"
 
 
 def tiny_recipe(
-    output: Path, nproc: int = 1, train: dict[str, Any] = SYNTHETIC, **trainer: Any
+    output: Path,
+    nproc: int = 1,
+    train: dict[str, Any] = SYNTHETIC,
+    backend: str = "auto",
+    **trainer: Any,
 ) -> Recipe:
     """A ~100k-parameter timm net on 16 generated 16x16 images, one epoch."""
     return recipe_from_dict(
@@ -39,7 +44,7 @@ def tiny_recipe(
                 **{"loggers": ["csv"], **trainer},
             },
             "evaluator": {"type": "topk", "k": [1]},
-            "runner": {"type": "local", "nproc": nproc},
+            "runner": {"type": "local", "nproc": nproc, "backend": backend},
         }
     )
 
@@ -96,11 +101,11 @@ def fake_launcher(monkeypatch: pytest.MonkeyPatch, script: str) -> None:
 def test_failed_launch_names_the_cause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_launcher(
         monkeypatch,
-        "import sys; print('starting', sys.argv[1:]); "
+        f"import os, sys; print('starting', sys.argv[1:], os.environ[{BACKEND_ENV!r}]); "
         "print('[rank1]: visionforge.errors.ConfigError: data.train: too few samples'); "
         "print('ChildFailedError:'); sys.exit(3)",
     )
-    recipe = tiny_recipe(tmp_path / "run", nproc=2)
+    recipe = tiny_recipe(tmp_path / "run", nproc=2, backend="gloo")
     handle = runner_for(recipe).submit(recipe, resume=True)
     assert handle.wait(timeout=60) == "failed" and handle.status() == "failed"
     assert isinstance(handle, TorchrunRun) and isinstance(handle.error, RunFailedError)
@@ -110,6 +115,7 @@ def test_failed_launch_names_the_cause(tmp_path: Path, monkeypatch: pytest.Monke
         f"too few samples); full log: {log}"
     )
     assert "'--nproc-per-node', '2', '-m', 'visionforge.engine.worker'" in log.read_text()
+    assert log.read_text().startswith("starting") and "] gloo\n" in log.read_text()
     assert log.read_text().count("--resume") == 1
     stored = json.loads((tmp_path / "run" / "torchrun-recipe.json").read_text())
     assert stored == recipe.model_dump(mode="json")

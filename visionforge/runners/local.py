@@ -37,8 +37,6 @@ RECIPE_NAME = "torchrun-recipe.json"
 _ERROR_LINE = re.compile(r"^error: |^(\[[^\]]*\]:\s*)?[\w.]*(Error|Exception): ")
 LAUNCHER = ("-m", "torch.distributed.run", "--standalone")
 """Python arguments that start torchrun (the worker command follows)."""
-BACKEND_ENV = "VISIONFORGE_DIST_BACKEND"
-"""Set for the workers when ``runner.backend`` is not ``auto`` (the engine reads it)."""
 
 
 def build_local(cfg: LocalRunnerConfig) -> LocalRunner:
@@ -180,6 +178,8 @@ class TorchrunRun:
             command.append("--resume")
         env = dict(os.environ)
         if cfg.backend != "auto":
+            from visionforge.engine.distributed import BACKEND_ENV
+
             env[BACKEND_ENV] = cfg.backend
         self.command = command
         self._log_file: IO[bytes] = open(self.log_path, "wb")  # noqa: SIM115 (closed by the pump)
