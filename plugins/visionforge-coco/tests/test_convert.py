@@ -238,18 +238,3 @@ def test_coco_to_yolo_keeps_other_splits(tmp_path: Path, image_writer: ImageWrit
     assert (tmp_path / "yolo/labels/train/a.txt").read_text() == "0 0.25 0.25 0.5 0.5\n"
     assert (tmp_path / "yolo/labels/val/a.txt").is_file()
     assert "val: images/val" in (tmp_path / "yolo/data.yaml").read_text()
-
-
-def test_process_pool_inspection_matches_sequential(
-    make_yolo: YoloFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import visionforge_coco.convert as convert
-    from visionforge_coco.yolo import pair_images_and_labels
-
-    root = make_yolo({f"{i}.png": f"{i % 2} 0.5 0.5 0.2 0.2\n" for i in range(6)} | {"x.png": "9"})
-    pairs = pair_images_and_labels(root / "images/train").pairs
-    sequential = convert.inspect_pairs(pairs, 2, 0.01, 1, "t", False)
-    monkeypatch.setattr(convert, "PROCESS_THRESHOLD", 2)
-    pooled = convert.inspect_pairs(pairs, 2, 0.01, 2, "t", False)
-    assert pooled == sequential
-    assert sum(bool(found.problems) for found in pooled) == 1
