@@ -56,10 +56,9 @@ def list_artifacts(output: str) -> list[str]:
 
 
 def _last_error_line(log: str) -> str:
-    """The last line of ``log`` that reports an error (else its last line)."""
-    lines = [line.strip() for line in log.splitlines() if line.strip()]
-    errors = [line for line in lines if _ERROR_LINE.search(line)]
-    return (errors or lines or [""])[-1]
+    """The last line of ``log`` that reports an error ("" when none does)."""
+    errors = [line.strip() for line in log.splitlines() if _ERROR_LINE.search(line.strip())]
+    return errors[-1] if errors else ""
 
 
 def _worker_summary(log: str) -> TrainResult | None:
