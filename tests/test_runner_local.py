@@ -150,3 +150,20 @@ def test_stop_reports_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert handle.wait(timeout=30) == "stopped"
     assert handle.error is None and handle.result is not None
     assert handle.result.stopped_by_signal and handle.result.metrics == {"train/loss": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("log", "cause"),
+    [
+        ("step 1\nerror: data.train.root: not found\n====\n", "error: data.train.root: not found"),
+        (
+            "[rank0]: Traceback (most recent call last):\n[rank0]:   File 'x.py'\n"
+            "[rank0]: RuntimeError: CUDA out of memory\n"
+            "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n====\n",
+            "[rank0]: RuntimeError: CUDA out of memory",
+        ),
+        ("all fine\n====\n", ""),
+    ],
+)
+def test_cause_of_a_failed_run(log: str, cause: str) -> None:
+    assert local._last_error_line(log) == cause
