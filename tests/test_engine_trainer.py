@@ -116,6 +116,17 @@ def test_csv_step_rows_when_asked(tmp_path: Path) -> None:
     assert all(float(r["lr"]) == 0.2 for r in rows)
 
 
+def test_periodic_evaluation_and_last_epoch(tmp_path: Path) -> None:
+    recipe = tiny_recipe(
+        tmp_path / "run", trainer={"epochs": 3, "eval_every_epochs": 2, "max_steps_per_epoch": 2}
+    )
+    trainer = Trainer(recipe)
+    trainer.fit()
+    epochs = [r for r in trainer.history if r["kind"] == "epoch"]
+    assert [("val/top1" in r) for r in epochs] == [False, True, True]
+    assert [r["step"] for r in epochs] == [2, 4, 6]
+
+
 def test_grad_accumulation_equals_bigger_batch(tmp_path: Path) -> None:
     big = Trainer(tiny_recipe(tmp_path / "big", trainer={"batch_size": 8})).fit()
     accum = Trainer(
