@@ -151,12 +151,21 @@ def inspect_pair(pair: Pair, num_classes: int, tolerance: float) -> Inspection:
 
 
 def inspect_pairs(
-    pairs: Sequence[Pair], num_classes: int, tolerance: float, desc: str, progress: bool
+    pairs: Sequence[Pair],
+    num_classes: int,
+    tolerance: float,
+    workers: int | None,
+    desc: str,
+    progress: bool,
 ) -> list[Inspection]:
-    """``inspect_pair`` for every pair, in order. Header parsing is Python-bound, so this runs
-    in one thread (a process pool measured slower on the 2-core reference machine)."""
+    """``inspect_pair`` for every pair, in order, on a thread pool: file reads (often from
+    disk) overlap, header and label parsing share the interpreter."""
     return parallel_map(
-        lambda p: inspect_pair(p, num_classes, tolerance), pairs, 1, f"read {desc}", progress
+        lambda p: inspect_pair(p, num_classes, tolerance),
+        pairs,
+        workers,
+        f"read {desc}",
+        progress,
     )
 
 
@@ -279,7 +288,7 @@ def _convert_yolo_split(
         Problem(str(labels_dir / CROWD_FILE), f"crowd entry for {rel!r}, which has no image")
         for rel in sorted(unknown_crowd)
     )
-    inspected = inspect_pairs(pairing.pairs, num_classes, tolerance, split, progress)
+    inspected = inspect_pairs(pairing.pairs, num_classes, tolerance, workers, split, progress)
     problems.extend(p for found in inspected for p in found.problems)
     _stop_on(problems, skip_invalid)
     report.skipped.extend(problems)
