@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,13 @@ def test_curve_errors_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFix
     (tmp_path / "metrics.csv").write_text("kind,epoch,train/loss\nepoch,1,2.0\n")
     assert main(["resnet", "curve", str(tmp_path / "metrics.csv")]) == 2
     assert "no epoch with val/top1 yet" in capsys.readouterr().err
+
+
+def test_registering_and_building_the_cli_stay_torch_free() -> None:
+    code = (
+        "import sys, visionforge, visionforge.cli\n"
+        "visionforge.models.validate({'type': 'resnet', 'depth': 34})\n"
+        "visionforge.cli.build_parser()\n"
+        "assert 'torch' not in sys.modules and 'scipy' not in sys.modules, 'heavy import'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
