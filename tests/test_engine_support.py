@@ -74,6 +74,7 @@ class TinyShapesConfig(ComponentConfig):
     image_size: int = 16
     augment: bool = True
     uint8: bool = False
+    source: str | None = Field(None, description="where the data came from (lineage tests)")
 
 
 class TinyShapes(torch.utils.data.Dataset[dict[str, Any]]):

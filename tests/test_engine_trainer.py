@@ -21,6 +21,7 @@ from test_engine_support import (
 )
 
 import visionforge
+from visionforge import lineage
 from visionforge.engine import Trainer, evaluate, load_checkpoint, load_model
 from visionforge.errors import ConfigError
 
@@ -125,6 +126,26 @@ def test_periodic_evaluation_and_last_epoch(tmp_path: Path) -> None:
     epochs = [r for r in trainer.history if r["kind"] == "epoch"]
     assert [("val/top1" in r) for r in epochs] == [False, True, True]
     assert [r["step"] for r in epochs] == [2, 4, 6]
+
+
+def test_manifests_link_checkpoints_to_their_dataset(tmp_path: Path) -> None:
+    source = tmp_path / "shapes.json"
+    source.write_text("{}")
+    dataset_id = lineage.write_manifest(str(source), "dataset")["id"]
+    recipe = tiny_recipe(
+        tmp_path / "run",
+        data={"train": {"source": str(source)}},
+        trainer={"epochs": 1, "max_steps_per_epoch": 1},
+    )
+    result = Trainer(recipe).fit()
+    chain = lineage.lineage_chain(result.last_checkpoint)
+    assert [item["kind"] for item in chain] == ["checkpoint", "dataset"]
+    assert chain[1]["id"] == dataset_id
+    assert chain[0]["recipe_sha256"] == recipe.sha256()
+    run = lineage.read_manifest(str(tmp_path / "run"))
+    assert run["kind"] == "run" and run["status"] == "completed"
+    assert run["parents"] == [{"path": str(source), "id": dataset_id}]
+    assert run["checkpoints"]["last"] == result.last_checkpoint
 
 
 def test_grad_accumulation_equals_bigger_batch(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import csv
 import importlib.util
 import io
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,6 +54,7 @@ class ConsoleLogger:
             desc=f"epoch {epoch + 1}/{self.epochs}",
             disable=not self.enabled,
             dynamic_ncols=True,
+            mininterval=0.1 if sys.stderr.isatty() else 30.0,  # log files: a line per 30 s
             leave=False,
         )
 

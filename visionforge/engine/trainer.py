@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from visionforge import plugins
+from visionforge import plugins, storage
 from visionforge.config import Recipe
 from visionforge.engine import distributed
 from visionforge.engine.batch import ImagePreparer, move_to_device
@@ -57,8 +57,8 @@ from visionforge.engine.loggers import (
 from visionforge.engine.optim import build_optimizer, build_scheduler
 from visionforge.engine.output import RunOutput
 from visionforge.engine.signals import StopSignal
-from visionforge.errors import CheckpointError, ConfigError
-from visionforge.lineage import write_manifest
+from visionforge.errors import CheckpointError, ConfigError, VisionforgeError
+from visionforge.lineage import manifest_path, write_manifest
 from visionforge.registry import REGISTRIES
 
 LAST = "last.ckpt"
@@ -154,6 +154,7 @@ class Trainer:
         self._best_written = False
         self._sums: dict[str, torch.Tensor] = {}
         self._count = 0
+        self._parents: list[str] | None = None
         if resume:
             self._restore()
 
@@ -591,8 +592,22 @@ class Trainer:
             self._best_written = True
             plugins.hook().visionforge_checkpoint_saved(trainer=self, path=out.target(BEST))
 
-    def _write_checkpoint_manifest(self, name: str) -> None:
+    def lineage_parents(self) -> list[str]:
+        """Artifacts this run came from: ``init_checkpoint``, then every path-like field of
+        the data and model blocks that has a lineage manifest (datasets, teachers, weights)."""
+        if self._parents is not None:
+            return self._parents
         parents = [self.cfg.init_checkpoint] if self.cfg.init_checkpoint else []
+        specs = [self.recipe.data.train, self.recipe.data.val, self.recipe.model]
+        for spec in specs:
+            for value in (spec.fields() if spec is not None else {}).values():
+                if isinstance(value, str) and value not in parents and _has_manifest(value):
+                    parents.append(value)
+        self._parents = parents
+        return parents
+
+    def _write_checkpoint_manifest(self, name: str) -> None:
+        parents = self.lineage_parents()
         position = {
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
@@ -632,7 +647,7 @@ class Trainer:
                 if isinstance(logger, TensorBoardLogger):
                     logger.writer.flush()
             out.publish_tree("tensorboard")
-        parents = [self.cfg.init_checkpoint] if self.cfg.init_checkpoint else []
+        parents = self.lineage_parents()
         extra: dict[str, Any] = {
             "status": "stopped" if stopped else "completed",
             "checkpoints": {
@@ -659,6 +674,14 @@ class Trainer:
             extra=extra,
         )
         out.publish("manifest.json")
+
+
+def _has_manifest(value: str) -> bool:
+    """True if ``value`` names an artifact with a lineage manifest (never raises)."""
+    try:
+        return storage.exists(manifest_path(value))
+    except (VisionforgeError, OSError, ValueError):
+        return False
 
 
 def _class_names(dataset: Any) -> list[str] | None:
