@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,29 @@ def test_s3_round_trip_with_lineage(s3_bucket: str, tmp_path: Path) -> None:
     assert [m["kind"] for m in chain] == ["checkpoint", "dataset"]
     assert chain[0]["size"] == 4096 and chain[0]["parents"][0]["id"] == chain[1]["id"]
     assert "checkpoint" in lineage.format_chain(chain)
+
+
+def test_backend_errors_become_storage_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NoCredentialsError(Exception):
+        __module__ = "botocore.exceptions"
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise NoCredentialsError("Unable to locate credentials")
+
+    fs, _ = storage.filesystem("memory://creds/x")
+    monkeypatch.setattr(type(fs), "open", refuse)
+    with pytest.raises(StorageError, match=r"memory://creds/x: NoCredentialsError: .*credentials"):
+        storage.open_file("memory://creds/x")
+
+
+def test_permission_denied_names_path(tmp_path: Path) -> None:
+    locked = tmp_path / "locked.txt"
+    locked.write_text("x")
+    locked.chmod(0)
+    try:
+        if os.access(locked, os.R_OK):
+            pytest.skip("running as a user who can read any file (root)")
+        with pytest.raises(StorageError, match="locked.txt: permission denied"):
+            storage.read_bytes(locked)
+    finally:
+        locked.chmod(0o600)

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from visionforge import storage
-from visionforge.errors import ConfigError
+from visionforge.errors import ConfigError, RegistryError
 from visionforge.registry import REGISTRIES, Registry, format_validation_error
 
 
@@ -294,8 +294,8 @@ def recipe_from_dict(
     if check:
         try:
             recipe.check_components()
-        except ConfigError as err:
-            raise ConfigError(f"{source}: {err}") from None
+        except (ConfigError, RegistryError) as err:
+            raise type(err)(f"{source}: {err}") from None
     return recipe
 
 

@@ -54,23 +54,49 @@ def join(base: PathLike, *parts: str) -> str:
     return os.path.join(text, *parts)
 
 
+_BACKEND_MODULES = ("botocore", "aiobotocore", "s3fs", "gcsfs", "adlfs", "google")
+
+
+@contextlib.contextmanager
+def backend_errors(url: PathLike) -> Iterator[None]:
+    """Turn a backend's permission/credential/service errors into one-line StorageErrors."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except FileNotFoundError:
+        raise StorageError(f"{os.fspath(url)}: file not found") from None
+    except PermissionError as err:
+        raise StorageError(
+            f"{os.fspath(url)}: permission denied ({err}); check the path's permissions "
+            "or your credentials"
+        ) from None
+    except Exception as err:
+        if not type(err).__module__.startswith(_BACKEND_MODULES):
+            raise
+        raise StorageError(
+            f"{os.fspath(url)}: {type(err).__name__}: {err}; check credentials "
+            "(e.g. AWS_PROFILE / AWS_ACCESS_KEY_ID) and the endpoint"
+        ) from None
+
+
 def exists(url: PathLike) -> bool:
     fs, path = filesystem(url)
-    return bool(fs.exists(path))
+    with backend_errors(url):
+        return bool(fs.exists(path))
 
 
 def makedirs(url: PathLike) -> None:
     fs, path = filesystem(url)
-    fs.makedirs(path, exist_ok=True)
+    with backend_errors(url):
+        fs.makedirs(path, exist_ok=True)
 
 
 def open_file(url: PathLike, mode: str = "rb", **kwargs: Any) -> IO[Any]:
     """Open a local file or URL; a missing file raises StorageError naming it."""
     fs, path = filesystem(url)
-    try:
+    with backend_errors(url):
         return fs.open(path, mode, **kwargs)
-    except FileNotFoundError:
-        raise StorageError(f"{os.fspath(url)}: file not found") from None
 
 
 def read_bytes(url: PathLike) -> bytes:
