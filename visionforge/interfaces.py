@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 Batch = Mapping[str, Any]
 """A collated batch: ``{"image": Tensor[B,C,H,W], "label": Tensor[B]}`` for classification,
-``{"image": ..., "targets": [dict, ...]}`` for detection."""
+``{"image": ..., "target": [dict, ...]}`` (one target dict per image) for detection."""
 
 
 @runtime_checkable
