@@ -238,3 +238,38 @@ def test_coco_to_yolo_keeps_other_splits(tmp_path: Path, image_writer: ImageWrit
     assert (tmp_path / "yolo/labels/train/a.txt").read_text() == "0 0.25 0.25 0.5 0.5\n"
     assert (tmp_path / "yolo/labels/val/a.txt").is_file()
     assert "val: images/val" in (tmp_path / "yolo/data.yaml").read_text()
+
+
+def test_coco_to_yolo_bad_input(tmp_path: Path, image_writer: ImageWriter) -> None:
+    image_writer(tmp_path / "images/a.png")
+    image_writer(tmp_path / "images/b.png")
+    coco = {
+        "images": [
+            {"id": 1, "file_name": "a.png", "width": 64, "height": 48},
+            {"id": 2, "file_name": "a.png", "width": 64, "height": 48},  # same file
+            {"id": 3, "file_name": "missing.png", "width": 64, "height": 48},
+        ],
+        "categories": [{"id": 1, "name": "x"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 8, 8], "area": 64},
+            {"id": 2, "image_id": 1, "category_id": 5, "bbox": [0, 0, 8, 8], "area": 64},
+        ],
+    }
+    (tmp_path / "ann.json").write_text(json.dumps(coco))
+    with pytest.raises(DataFormatError, match="image id 2: file_name 'a.png' is also used"):
+        coco_to_yolo(tmp_path / "images", tmp_path / "ann.json", tmp_path / "y", progress=False)
+    assert not (tmp_path / "y").exists()
+    report = coco_to_yolo(
+        tmp_path / "images",
+        tmp_path / "ann.json",
+        tmp_path / "y",
+        skip_invalid=True,
+        progress=False,
+    )
+    skipped = " ".join(str(p) for p in report.skipped)
+    assert "image id 2" in skipped and "annotation id 2" in skipped and "missing.png" in skipped
+    assert report.images == 1 and report.annotations == 1
+    coco["categories"].append({"id": 1, "name": "y"})
+    (tmp_path / "ann.json").write_text(json.dumps(coco))
+    with pytest.raises(DataFormatError, match="duplicate category id"):
+        coco_to_yolo(tmp_path / "images", tmp_path / "ann.json", tmp_path / "z", progress=False)

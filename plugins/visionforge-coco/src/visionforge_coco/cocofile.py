@@ -73,6 +73,7 @@ def structure_problems(data: object, source: str) -> list[Problem]:
 def image_problems(data: Mapping[str, Any], source: str) -> Iterator[tuple[int, Problem]]:
     """(index in ``images``, problem) for each bad image entry."""
     seen: set[int] = set()
+    files: dict[str, int] = {}
     for i, img in enumerate(data["images"]):
         where = f"{source}: images[{i}]"
         if not isinstance(img, dict) or not _id(img.get("id")):
@@ -82,7 +83,8 @@ def image_problems(data: Mapping[str, Any], source: str) -> Iterator[tuple[int, 
         if img["id"] in seen:
             yield i, Problem(where, "duplicate image id")
         seen.add(img["id"])
-        if safe_relative(img.get("file_name")) is None:
+        rel = safe_relative(img.get("file_name"))
+        if rel is None:
             yield (
                 i,
                 Problem(
@@ -91,6 +93,10 @@ def image_problems(data: Mapping[str, Any], source: str) -> Iterator[tuple[int, 
                     "images root (no leading '/', no '..')",
                 ),
             )
+        elif rel in files:
+            yield i, Problem(where, f"file_name {rel!r} is also used by image id {files[rel]}")
+        else:
+            files[rel] = img["id"]
         for key in ("width", "height"):
             if not _id(img.get(key)) or img[key] <= 0:
                 yield i, Problem(where, f"'{key}' must be a positive integer")

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from visionforge_coco.cocofile import (
     annotation_problems,
+    category_problems,
     dumps_coco,
     image_problems,
     load_coco,
@@ -387,9 +388,9 @@ def coco_to_yolo(
         raise DataFormatError(f"--split {split!r}: a YOLO split is one of {', '.join(SPLITS)}")
     source = os.fspath(annotations)
     data = load_coco(source, check=False)
-    fatal = structure_problems(data, source)
+    fatal = structure_problems(data, source) or list(category_problems(data, source))
     if fatal:
-        raise DataFormatError(str(fatal[0]))
+        raise DataFormatError(f"{fatal[0]} (categories define the YOLO classes: fix them first)")
     report = ConvertReport(output=os.fspath(dst))
     problems: list[Problem] = []
     bad_images = _bad_indices(image_problems(data, source), problems)
