@@ -273,3 +273,20 @@ def test_coco_to_yolo_bad_input(tmp_path: Path, image_writer: ImageWriter) -> No
     (tmp_path / "ann.json").write_text(json.dumps(coco))
     with pytest.raises(DataFormatError, match="duplicate category id"):
         coco_to_yolo(tmp_path / "images", tmp_path / "ann.json", tmp_path / "z", progress=False)
+
+
+def test_lineage_from_yolo_to_split(make_yolo: YoloFactory, tmp_path: Path) -> None:
+    from visionforge.lineage import lineage_chain
+    from visionforge_coco.split import split_dataset
+
+    root = make_yolo({f"{i}.png": "0 0.5 0.5 0.2 0.2\n" for i in range(5)})
+    yolo_to_coco(root, tmp_path / "coco", split="train", progress=False)
+    split_dataset(tmp_path / "coco", tmp_path / "split", ratios=[0.6, 0.4], progress=False)
+    chain = lineage_chain(str(tmp_path / "split/val/annotations.json"))
+    assert [m.get("operation") for m in chain] == ["split", "yolo2coco", None]
+    assert chain[-1] == {
+        "id": None,
+        "kind": "?",
+        "path": str(root / "data.yaml"),
+        "missing": True,
+    }  # the YOLO source has no manifest

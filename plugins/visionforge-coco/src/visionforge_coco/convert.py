@@ -33,6 +33,7 @@ from visionforge_coco.cocofile import (
 )
 from visionforge_coco.imageinfo import image_size
 from visionforge_coco.problems import DataFormatError, Problem
+from visionforge_coco.provenance import record_dataset
 from visionforge_coco.staging import LinkMode, StagedDir
 from visionforge_coco.yolo import (
     SPLITS,
@@ -260,6 +261,11 @@ def yolo_to_coco(
         report.seconds = time.perf_counter() - start
         report.rewritten, report.reused = out.rewritten, out.reused
         out.write_bytes(REPORT_FILE, dumps_coco(report.as_json()))
+    for name in splits:
+        prefix = "" if split is not None else f"{name}/"
+        record_dataset(
+            Path(dst) / f"{prefix}annotations.json", [data.path], operation="yolo2coco", split=name
+        )
     return report
 
 
@@ -446,6 +452,7 @@ def coco_to_yolo(
         report.seconds = time.perf_counter() - start
         report.rewritten, report.reused = out.rewritten, out.reused
         out.write_bytes(f"{split}_{REPORT_FILE}", dumps_coco(report.as_json()))
+    record_dataset(Path(dst) / "data.yaml", [source], operation="coco2yolo", split=split)
     return report
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from visionforge_coco.cocofile import dataset_paths, dumps_coco, load_coco, safe_relative
 from visionforge_coco.convert import parallel_map
 from visionforge_coco.problems import DataFormatError
+from visionforge_coco.provenance import record_dataset
 from visionforge_coco.staging import LinkMode, StagedDir
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -160,4 +161,13 @@ def split_dataset(
             counts[name], ann_counts[name] = len(images), len(anns)
             subset = {**data, "images": images, "annotations": anns}
             out.write_bytes(f"{name}/annotations.json", dumps_coco(subset))
+    for name in names:
+        record_dataset(
+            Path(dst) / name / "annotations.json",
+            [ann_path],
+            operation="split",
+            split=name,
+            seed=seed,
+            ratios=list(ratios),
+        )
     return SplitReport(output=str(Path(dst)), counts=counts, annotations=ann_counts)

@@ -29,6 +29,7 @@ from visionforge_coco.cocofile import (
 from visionforge_coco.convert import parallel_map
 from visionforge_coco.decode import decoded_size
 from visionforge_coco.problems import DataFormatError, Problem
+from visionforge_coco.provenance import record_dataset
 from visionforge_coco.staging import StagedDir
 from visionforge_coco.yolo import pair_images_and_labels, parse_label_text, read_data_yaml
 
@@ -231,6 +232,12 @@ def fix_coco(
         stage.write_bytes("annotations.json", dumps_coco(fixed))
         items = [{"where": c.where, "change": c.message} for c in report.changes]
         stage.write_bytes("fix_report.json", dumps_coco({"source": source, "changes": items}))
+    record_dataset(
+        Path(out) / "annotations.json",
+        [source],
+        operation="verify --fix",
+        changes=len(report.changes),
+    )
     return report
 
 
