@@ -103,11 +103,15 @@ def test_sigkill_at_a_random_step_then_resume_equals_uninterrupted(tmp_path: Pat
     recipe_file.write_text(json.dumps(tiny_recipe_data(tmp_path / "run", **RESUME_BLOCKS)))
     killed = run_subprocess(recipe_file, "--kill-at", str(kill_at))
     assert killed.returncode == -signal.SIGKILL, note
-    position = load_checkpoint(str(tmp_path / "run" / "last.ckpt"))["position"]
-    assert position["global_step"] == kill_at - 1, note  # step kill_at was never saved
+    last = tmp_path / "run" / "last.ckpt"
+    if kill_at == 1:  # killed before the first checkpoint: --resume starts from scratch
+        assert not last.exists(), note
+    else:  # step kill_at was never saved
+        assert load_checkpoint(str(last))["position"]["global_step"] == kill_at - 1, note
     resumed = run_subprocess(recipe_file, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert f"(global step {kill_at - 1})" in resumed.stdout
+    expected = "starting from scratch" if kill_at == 1 else f"(global step {kill_at - 1})"
+    assert expected in resumed.stdout, note
     assert_same_state(reference.last_checkpoint, str(tmp_path / "run" / "last.ckpt"))
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import random
 import signal
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 
 from visionforge.config import LoaderConfig
 
@@ -70,13 +70,13 @@ def batch_seed(seed: int, epoch: int, batch: int) -> int:
 
 
 class ResumableSampler(Sampler[SampleKey]):
-    """Yields ``(epoch, index)`` for this rank, from a per-epoch permutation of ``(seed, epoch)``.
+    """torch's DistributedSampler order, as ``(epoch, index)`` keys, with a start offset.
 
-    Rank ``r`` of ``world`` takes every ``world``-th position of the permutation, so that
-    positions ``k*world*B .. (k+1)*world*B`` form global batch ``k`` on every world size.
-    ``drop_last`` keeps only whole global batches; otherwise the permutation is padded by
-    wrapping around so every rank gets the same number of samples. ``set_position`` starts an
-    epoch at a given local sample offset (resume).
+    The permutation of each epoch comes from ``(seed, epoch)``; rank ``r`` of ``world``
+    takes every ``world``-th position, so positions ``k*world*B .. (k+1)*world*B`` form
+    global batch ``k`` on every world size. ``drop_last`` keeps only whole global batches;
+    otherwise the order is padded by wrapping around (DistributedSampler's rule).
+    ``set_position`` starts an epoch at a given local sample offset (resume).
     """
 
     def __init__(
@@ -92,11 +92,16 @@ class ResumableSampler(Sampler[SampleKey]):
     ) -> None:
         self.num_samples = num_samples
         self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.rank = rank
         self.world_size = world_size
         self.drop_last = drop_last
+        self.order: DistributedSampler[int] = DistributedSampler(
+            cast("Dataset[int]", range(num_samples)),  # only its length is used
+            num_replicas=world_size,
+            rank=rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=False,
+        )
         self.epoch = 0
         self.start = 0
 
@@ -105,7 +110,7 @@ class ResumableSampler(Sampler[SampleKey]):
         if self.drop_last:
             global_batch = self.batch_size * self.world_size
             return (self.num_samples // global_batch) * self.batch_size
-        return -(-self.num_samples // self.world_size)
+        return self.order.num_samples
 
     @property
     def batches_per_rank(self) -> int:
@@ -114,27 +119,17 @@ class ResumableSampler(Sampler[SampleKey]):
     @property
     def dropped_per_epoch(self) -> int:
         """Samples left out of each epoch by ``drop_last`` (a different set every epoch)."""
-        return self.num_samples - self.samples_per_rank * self.world_size
+        return max(0, self.num_samples - self.samples_per_rank * self.world_size)
 
     def set_position(self, epoch: int, start: int = 0) -> None:
         """Start the next iteration at epoch ``epoch``, skipping ``start`` local samples."""
         self.epoch = epoch
         self.start = start
-
-    def _global_order(self) -> torch.Tensor:
-        if not self.shuffle:
-            return torch.arange(self.num_samples)
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return torch.randperm(self.num_samples, generator=generator)
+        self.order.set_epoch(epoch)
 
     def indices(self) -> list[int]:
         """This rank's indices for the current epoch, before the start offset."""
-        order = self._global_order()
-        total = self.samples_per_rank * self.world_size
-        if total > len(order):
-            repeats = -(-total // len(order))
-            order = order.repeat(repeats)
-        return order[:total][self.rank :: self.world_size].tolist()
+        return list(self.order)[: self.samples_per_rank]
 
     def __iter__(self) -> Iterator[SampleKey]:
         epoch = self.epoch
