@@ -40,8 +40,13 @@ class ImagePreparer:
 
     def __call__(self, batch: Mapping[str, Any]) -> Mapping[str, Any]:
         image = batch.get("image") if isinstance(batch, Mapping) else None
-        if not self.active or not isinstance(image, torch.Tensor):
+        if not self.active or image is None:
             return batch
+        if isinstance(image, (list, tuple)):  # detection: images of different sizes
+            return {**batch, "image": type(image)(self._prepare(i) for i in image)}
+        return {**batch, "image": self._prepare(image)}
+
+    def _prepare(self, image: torch.Tensor) -> torch.Tensor:
         if self.mean is not None and self.std is not None:
             if image.dtype != torch.uint8:
                 raise ConfigError(
@@ -51,4 +56,4 @@ class ImagePreparer:
             image = TF.normalize(TF.to_dtype(image, torch.float32, scale=True), self.mean, self.std)
         if self.channels_last and image.ndim == 4:
             image = image.contiguous(memory_format=torch.channels_last)
-        return {**batch, "image": image}
+        return image
