@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -41,6 +42,7 @@ _HEADERS = ("msda_common.h", "msda_checks.h", "msda_cuda.h")
 _SOURCES = {"cpu": ("msda_cpu.cpp",), "cuda": ("msda_cuda.cpp", "msda_cuda_kernels.cu")}
 LIBRARY_NAMES = {"cpu": "visionforge_msda_cpu", "cuda": "visionforge_msda_cuda"}
 MARKER = "build.json"
+X86_64 = ("x86_64", "amd64")
 
 
 def cache_root() -> Path:
@@ -205,6 +207,21 @@ class BuildSpec:
         return self.directory / MARKER
 
 
+def _cpu_isa_flags() -> list[str]:
+    """AVX2/FMA/F16C code generation on x86-64 CPUs that have them (every x86 server since
+    2013); the flags are part of the cache key, so other CPUs never load such a build."""
+    if not sys.platform.startswith("linux") or platform.machine().lower() not in X86_64:
+        return []
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags_line = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
+    if {"avx2", "fma", "f16c"} <= set(flags_line.split()):
+        return ["-mavx2", "-mfma", "-mf16c"]
+    return []
+
+
 def _openmp_flags() -> list[str]:
     """``-fopenmp`` where ATen parallelizes with OpenMP (its parallel_for is inline)."""
     info = torch.__config__.parallel_info()
@@ -226,7 +243,8 @@ def build_spec(backend: str, tools: Toolchain | None = None) -> BuildSpec:
         raise ValueError(f"no compiled backend {backend!r}; choose from {COMPILED_BACKENDS}")
     tools = tools or find_toolchain()
     openmp = _openmp_flags() if backend == "cpu" else []
-    cflags = ("-O3", *openmp)
+    isa = _cpu_isa_flags() if backend == "cpu" else []
+    cflags = ("-O3", *isa, *openmp)
     cuda_cflags = ("-O3",) if backend == "cuda" else ()
     key = {
         "backend": backend,
