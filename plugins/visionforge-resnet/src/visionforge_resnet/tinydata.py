@@ -11,6 +11,7 @@ small network learns it in a few hundred steps.
 from __future__ import annotations
 
 import colorsys
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,10 +66,10 @@ def _class_image(label: int, num_classes: int, gen: torch.Generator, size: int) 
     rgb = torch.tensor(colorsys.hsv_to_rgb(label / num_classes, 0.8, 0.9))
     ys = torch.arange(height).view(-1, 1).float()
     xs = torch.arange(width).view(1, -1).float()
-    angle = torch.tensor(np.pi * (label % 4) / 4)
-    phase = float(torch.rand(1, generator=gen)) * 2 * np.pi
+    angle = torch.tensor(math.pi * (label % 4) / 4)
+    phase = float(torch.rand(1, generator=gen)) * 2 * math.pi
     period = max(size / 4, 4.0)
-    wave = torch.sin((xs * torch.cos(angle) + ys * torch.sin(angle)) * 2 * np.pi / period + phase)
+    wave = torch.sin((xs * torch.cos(angle) + ys * torch.sin(angle)) * 2 * math.pi / period + phase)
     shade = 0.75 + 0.25 * wave
     image = rgb.view(3, 1, 1) * shade.unsqueeze(0)
     image = image * (0.8 + 0.4 * float(torch.rand(1, generator=gen)))
