@@ -67,6 +67,7 @@ def test_verify_finds_each_problem_and_fix(coco_set: Path, tmp_path: Path) -> No
     data["annotations"][1]["id"] = data["annotations"][2]["id"]  # duplicate id
     data["annotations"][3]["category_id"] = 42  # unknown category
     data["annotations"][4]["image_id"] = 4242  # unknown image
+    data["images"].append({**data["images"][5], "id": 999})  # same file as image id 6
     (coco_set / "images/000002.png").write_bytes(b"broken")
     whole = (coco_set / "images/000003.png").read_bytes()
     (coco_set / "images/000003.png").write_bytes(whole[: len(whole) // 2])  # truncated
@@ -74,6 +75,7 @@ def test_verify_finds_each_problem_and_fix(coco_set: Path, tmp_path: Path) -> No
     report = verify_coco(coco_set / "annotations.json", coco_set / "images", progress=False)
     text = "\n".join(str(p) for p in report.problems)
     assert "image id 4: " in text  # the truncated file
+    assert "image id 999: file_name '000005.png' is also used by image id 6" in text
     for needle in (
         "size in JSON 99x48",
         "relative path",

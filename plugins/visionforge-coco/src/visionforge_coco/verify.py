@@ -183,6 +183,7 @@ def fix_coco(
     files = _file_checks(data["images"], root, source, progress)
     images: list[dict[str, Any]] = []
     seen_ids: set[int] = set()
+    seen_files: set[str] = set()
     for i, img in enumerate(data["images"]):
         where = f"{source}: images[{i}]"
         problem, size = files.get(i, (None, None))
@@ -192,6 +193,10 @@ def fix_coco(
         if img["id"] in seen_ids:
             change(Problem(where, f"image dropped: duplicate id {img['id']}"))
             continue
+        rel = safe_relative(img["file_name"])
+        if rel in seen_files:
+            change(Problem(where, f"image dropped: file_name {rel!r} already used"))
+            continue
         if problem is not None and size is None:
             change(Problem(where, f"image dropped: {problem.message}"))
             continue
@@ -200,6 +205,7 @@ def fix_coco(
             fixed["width"], fixed["height"] = size
             change(Problem(where, f"size set to {size[0]}x{size[1]} from the file"))
         seen_ids.add(img["id"])
+        seen_files.add(str(rel))
         images.append(fixed)
     categories = []
     cat_ids: set[int] = set()
