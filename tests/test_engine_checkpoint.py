@@ -49,6 +49,10 @@ def test_checkpoint_loads_with_weights_only(trained: str) -> None:
 def test_missing_and_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="nothere.ckpt: checkpoint not found"):
         load_checkpoint(str(tmp_path / "nothere.ckpt"))
+    with pytest.raises(CheckpointError, match="not a checkpoint file"):
+        load_checkpoint(str(tmp_path))
+    with pytest.raises(CheckpointError, match="memory://enginetest/none.ckpt: checkpoint not"):
+        load_checkpoint("memory://enginetest/none.ckpt")
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="garbage.ckpt: not a readable checkpoint"):

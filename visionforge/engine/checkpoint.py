@@ -8,6 +8,7 @@ import pickle
 import random
 import zipfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,18 +55,33 @@ def save_checkpoint(state: Mapping[str, Any], path: str) -> None:
         os.fsync(f.fileno())
 
 
+def _source(path: str) -> Path | io.BytesIO:
+    """A local checkpoint's path, or a URL's bytes (read into memory, nothing left behind)."""
+    if storage.is_remote(path):
+        try:
+            return io.BytesIO(storage.read_bytes(path))
+        except StorageError:
+            raise CheckpointError(f"{path}: checkpoint not found") from None
+    local = Path(path.removeprefix("file://"))
+    if not local.exists():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    if not local.is_file():
+        raise CheckpointError(f"{path}: not a checkpoint file (a directory?)")
+    return local
+
+
 def load_checkpoint(path: str) -> dict[str, Any]:
     """Load a visionforge checkpoint (local path or URL) with ``weights_only=True``."""
     try:
-        with storage.open_file(path, "rb") as f:
-            data = f.read()
-    except StorageError:
-        raise CheckpointError(f"{path}: checkpoint not found") from None
-    except (IsADirectoryError, OSError) as err:
-        raise CheckpointError(f"{path}: cannot read checkpoint: {err}") from None
-    try:
-        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as err:
+        ckpt = torch.load(_source(path), map_location="cpu", weights_only=True)
+    except (
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        RuntimeError,
+        EOFError,
+        ValueError,
+        OSError,
+    ) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
             f"{path}: not a readable checkpoint ({reason}); is the file complete and written by "
