@@ -60,6 +60,7 @@ def test_torch_compile_matches_eager(backend: str, request: pytest.FixtureReques
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("cpu_kernel")
+@pytest.mark.filterwarnings("ignore:# The axis name:UserWarning")
 def test_onnx_export_runs_in_onnxruntime(tmp_path: Path) -> None:
     torch.manual_seed(0)
     block = _Block(backend=None).eval()  # auto: the CPU kernel in eager mode

@@ -86,7 +86,6 @@ C10_HOST_DEVICE inline bool bilinear_corners(
   c.d_dy[1] = -fx;
   c.d_dy[2] = gx;
   c.d_dy[3] = fx;
-#pragma unroll
   for (int k = 0; k < 4; ++k) {
     const bool inside = xs[k] >= 0 && xs[k] < width && ys[k] >= 0 && ys[k] < height;
     c.index[k] = inside ? level_start + ys[k] * width + xs[k] : -1;

@@ -56,6 +56,14 @@ __device__ __forceinline__ void store_pack(scalar_t* __restrict__ dst, const acc
 }
 
 template <int V>
+__device__ __forceinline__ void atomic_add_scalars(float* dst, const float (&src)[V]) {
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    atomicAdd(dst + i, src[i]);
+  }
+}
+
+template <int V>
 __device__ __forceinline__ void atomic_add_pack(float* dst, const float (&src)[V]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   if constexpr (V % 4 == 0) {
@@ -64,19 +72,17 @@ __device__ __forceinline__ void atomic_add_pack(float* dst, const float (&src)[V
       atomicAdd(reinterpret_cast<float4*>(dst + i),
                 make_float4(src[i], src[i + 1], src[i + 2], src[i + 3]));
     }
-    return;
   } else if constexpr (V % 2 == 0) {
 #pragma unroll
     for (int i = 0; i < V; i += 2) {
       atomicAdd(reinterpret_cast<float2*>(dst + i), make_float2(src[i], src[i + 1]));
     }
-    return;
+  } else {
+    atomic_add_scalars<V>(dst, src);
   }
+#else
+  atomic_add_scalars<V>(dst, src);
 #endif
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    atomicAdd(dst + i, src[i]);
-  }
 }
 
 template <int V>
@@ -115,6 +121,9 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(
   }
   const int64_t h = group % d.heads;
   const int64_t b = group / (d.heads * d.queries);
+  // value[b, key, h, :] starts at value_base + key * key_stride
+  const int64_t key_stride = d.heads * d.channels;
+  const int64_t value_base = (b * d.keys * d.heads + h) * d.channels;
   const int64_t vectors = d.channels / V;
   const int64_t first_sample = group * d.levels * d.points;
   for (int64_t vec = lane; vec < vectors; vec += lanes) {
@@ -141,8 +150,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(
             continue;
           }
           acc_t v[V];
-          load_pack<scalar_t, V>(
-              value + ((b * d.keys + c.index[k]) * d.heads + h) * d.channels + vec * V, v);
+          load_pack<scalar_t, V>(value + value_base + c.index[k] * key_stride + vec * V, v);
 #pragma unroll
           for (int i = 0; i < V; ++i) {
             acc[i] += cw * v[i];
@@ -178,6 +186,8 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
   const unsigned mask = group_mask(lanes);
   const int64_t h = group % d.heads;
   const int64_t b = group / (d.heads * d.queries);
+  const int64_t key_stride = d.heads * d.channels;
+  const int64_t value_base = (b * d.keys * d.heads + h) * d.channels;
   const int64_t vectors = d.channels / V;
   const int64_t first_sample = group * d.levels * d.points;
   for (int64_t l = 0; l < d.levels; ++l) {
@@ -203,7 +213,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
           if (c.index[k] < 0) {
             continue;
           }
-          const int64_t offset = ((b * d.keys + c.index[k]) * d.heads + h) * d.channels + vec * V;
+          const int64_t offset = value_base + c.index[k] * key_stride + vec * V;
           acc_t v[V];
           load_pack<scalar_t, V>(value + offset, v);
           acc_t dot = 0;
