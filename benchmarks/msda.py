@@ -9,6 +9,7 @@ CPU: growth of the peak resident set size, Linux).
     python benchmarks/msda.py                       # cases for the device found
     python benchmarks/msda.py --device cpu --case cpu-small --repeats 5
     python benchmarks/msda.py --device cuda --case dino-encoder --case dino-decoder
+    python benchmarks/msda.py --plot msda.png       # also a bar chart of the times
 
 Cases: dino-encoder (batch 2, levels 100x167, 50x84, 25x42, 13x21 of an 800x1333 image,
 8 heads x 32 channels, 4 points, queries = all 22223 tokens), dino-decoder (the same with
@@ -24,6 +25,7 @@ import gc
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,6 +190,33 @@ def _memory_in_subprocess(case: str, backend: str, device: str, dtype: str) -> f
     return float(done.stdout.strip().splitlines()[-1])
 
 
+def write_plot(results: dict[str, dict[str, dict[str, float]]], title: str, path: str) -> None:
+    """Bar chart of forward and backward time per case, reference beside ours (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = list(results)
+    figure, axes = plt.subplots(1, len(cases), figsize=(3.4 * len(cases), 4.0), squeeze=False)
+    for axis, case in zip(axes[0], cases, strict=True):
+        impls = list(results[case])
+        forward = [results[case][impl]["forward_ms"] for impl in impls]
+        backward = [results[case][impl]["backward_ms"] for impl in impls]
+        labels = ["pytorch" if impl == "pytorch" else "ours" for impl in impls]
+        axis.bar(labels, forward, label="forward", color="#4c72b0")
+        axis.bar(labels, backward, bottom=forward, label="backward", color="#dd8452")
+        totals = [results[case][impl]["total_ms"] for impl in impls]
+        ratio = totals[0] / max(totals[1], 1e-9)
+        axis.set_title(f"{case}\n{ratio:.1f}x faster", fontsize=10)
+        axis.set_ylabel("ms (median)")
+    axes[0][0].legend(fontsize=8)
+    figure.suptitle(textwrap.fill(title, width=int(45 * len(cases))), fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
@@ -195,6 +224,7 @@ def main() -> int:
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--plot", metavar="PNG", help="also write a bar chart of the times")
     parser.add_argument("--memory", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -209,11 +239,11 @@ def main() -> int:
         raise SystemExit(f"the {device} kernel is not available: {backends.failure(device)}")
     cases = args.case or DEFAULT_CASES[device]
     where = torch.cuda.get_device_name() if device == "cuda" else "CPU"
-    print(
+    title = (
         f"multi-scale deformable attention, {args.dtype}, {where}, "
-        f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}, "
-        f"median of {args.repeats} (backends alternate every repeat)"
+        f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}"
     )
+    print(f"{title}, median of {args.repeats} (backends alternate every repeat)")
     header = (
         f"{'case':<13}{'impl':<9}{'forward ms':>11}{'backward ms':>13}"
         f"{'fwd+bwd ms':>12}{'peak MiB':>10}"
@@ -221,8 +251,10 @@ def main() -> int:
     print(header)
     print("-" * len(header))
     impls = ("pytorch", device)
+    results = {}
     for case in cases:
         rows = time_interleaved(case, impls, device, getattr(torch, args.dtype), args.repeats)
+        results[case] = rows
         for impl in impls:
             rows[impl]["peak_mib"] = _memory_in_subprocess(case, impl, device, args.dtype)
             r = rows[impl]
@@ -237,6 +269,9 @@ def main() -> int:
             f"{case:<13}{'ratio':<9}{ratios[0]:>10.1f}x{ratios[1]:>12.1f}x"
             f"{ratios[2]:>11.1f}x{memory:>9.1f}x"
         )
+    if args.plot:
+        write_plot(results, title, args.plot)
+        print(f"chart: {args.plot}")
     return 0
 
 

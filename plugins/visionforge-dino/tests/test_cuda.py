@@ -42,7 +42,11 @@ def cuda_build(ops_cache: Any) -> Iterator[str]:
         if missing:
             pytest.skip(f"the CUDA kernel cannot be built here: {missing}")
         spec = build.build_spec("cuda", tools)
-        library = build.built_library(spec) or build.build(spec, tools)
+        library = build.built_library(spec)
+        if library is None:
+            library = build.build(spec, tools)  # builds and loads
+        else:
+            build.load_library(library)
         assert library.exists()
         yield str(library)
     build.find_toolchain.cache_clear()
