@@ -79,6 +79,8 @@ def test_resume_after_crash_mid_epoch_is_exact(tmp_path: Path) -> None:
         visionforge.LOADER.pm.unregister(crash)
         visionforge.LOADER.infos.pop("enginetest-crash", None)
     assert load_checkpoint(str(tmp_path / "run" / "last.ckpt"))["position"]["global_step"] == 7
+    csv_lines = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert len(csv_lines) == 2  # written at every epoch end: header + epoch 1
     resumed = Trainer(tiny_recipe(tmp_path / "run", **RESUME_BLOCKS), resume=True).fit()
     assert_same_state(reference.last_checkpoint, resumed.last_checkpoint)
     assert resumed.best_metric == reference.best_metric

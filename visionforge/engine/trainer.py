@@ -324,6 +324,10 @@ class Trainer:
         stopped = False
         try:
             with StopSignal() as self._signal:
+                if self.dist.is_main:
+                    recipe_json = json.dumps(self.recipe.model_dump(mode="json"), indent=2)
+                    self.run_output.local("recipe.json").write_text(recipe_json)
+                    self.run_output.publish("recipe.json")
                 hook.visionforge_train_start(trainer=self)
                 self.scheduler.step_update(num_updates=self.global_step)
                 if self._rng_to_restore is not None:
@@ -510,6 +514,8 @@ class Trainer:
         self.epoch += 1
         self.step_in_epoch = 0
         self._save(LAST, best=improved)
+        if self.dist.is_main:
+            self._write_logs()
 
     def validate(self) -> dict[str, float]:
         """Evaluate the (EMA, when ``ema.evaluate``) model on the validation set."""
@@ -625,28 +631,27 @@ class Trainer:
             extra=extra,
         )
 
+    def _write_logs(self) -> None:
+        """metrics.csv from the history, and TensorBoard files published (rank 0)."""
+        out = self.run_output
+        if "csv" in self.cfg.loggers:
+            rows = [r for r in self.history if r["kind"] == "epoch" or self.cfg.csv_log_steps]
+            write_csv(rows, out.local("metrics.csv"))
+            out.publish("metrics.csv")
+        if "tensorboard" in self.cfg.loggers and out.remote:
+            for logger in self.loggers:
+                if isinstance(logger, TensorBoardLogger):
+                    logger.writer.flush()
+            out.publish_tree("tensorboard")
+
     def _finish(self, seconds: float, stopped: bool) -> None:
         self.console.close()
         if not self.dist.is_main:
             return
         out = self.run_output
-        rows = [r for r in self.history if r["kind"] == "epoch" or self.cfg.csv_log_steps]
-        published = []
-        if "csv" in self.cfg.loggers:
-            write_csv(rows, out.local("metrics.csv"))
-            published.append("metrics.csv")
+        self._write_logs()
         plot_curves(self.history, out.local("training_curves.png"))
-        published.append("training_curves.png")
-        (out.local("recipe.json")).write_text(
-            json.dumps(self.recipe.model_dump(mode="json"), indent=2)
-        )
-        published.append("recipe.json")
-        out.publish(*published)
-        if "tensorboard" in self.cfg.loggers:
-            for logger in self.loggers:
-                if isinstance(logger, TensorBoardLogger):
-                    logger.writer.flush()
-            out.publish_tree("tensorboard")
+        out.publish("training_curves.png")
         parents = self.lineage_parents()
         extra: dict[str, Any] = {
             "status": "stopped" if stopped else "completed",
