@@ -279,3 +279,9 @@ def test_init_checkpoint_from_another_model_names_keys(tmp_path: Path) -> None:
         Trainer(wider)
     model = TinyNet(TinyNetConfig())
     assert set(model.state_dict()) == set(load_checkpoint(first.last_checkpoint)["model"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="trainer.device: 'cuda' requested but no CUDA"):
+        Trainer(tiny_recipe(tmp_path / "run", trainer={"device": "cuda"}))
