@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -70,6 +71,7 @@ def setup(device: str) -> DistContext:
         torch.cuda.set_device(dev)
     if world_size > 1 and not dist.is_initialized():
         backend = os.environ.get(BACKEND_ENV) or ("nccl" if dev.type == "cuda" else "gloo")
-        dist.init_process_group(backend=backend)
+        # rank 0 evaluates alone while the others wait in a barrier: allow long evaluations
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=60))
         ctx.owns_group = True
     return ctx
