@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -86,12 +87,33 @@ def per_class_run(num_classes: int = 3) -> TopKAccuracy:
 
 
 def test_per_class_accuracy() -> None:
-    metrics = per_class_run().compute()
+    ev = per_class_run()
+    metrics = ev.compute()
     assert metrics["top1"] == pytest.approx(3 / 6)
-    assert metrics["acc/c0"] == pytest.approx(1 / 2)
-    assert metrics["acc/c1"] == pytest.approx(1 / 3)
-    assert metrics["acc/c2"] == pytest.approx(1.0)
     assert metrics["mean_class_acc"] == pytest.approx((1 / 2 + 1 / 3 + 1) / 3)
+    assert not any(key.startswith("acc/") for key in metrics)
+    details = ev.details()
+    assert details["acc/c0"] == pytest.approx(1 / 2)
+    assert details["acc/c1"] == pytest.approx(1 / 3)
+    assert details["acc/c2"] == pytest.approx(1.0)
+
+
+def test_state_dict_round_trip_continues_counting() -> None:
+    full = per_class_run()
+    first = evaluator(per_class=True)
+    predictions = torch.tensor([0, 0, 1, 2, 2, 2])
+    labels = torch.tensor([0, 1, 1, 1, 2, 0])
+    logits = torch.nn.functional.one_hot(predictions, 3).float()
+    first.update({"logits": logits[:4]}, {"label": labels[:4]})
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = evaluator(per_class=True)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    resumed.update({"logits": logits[4:]}, {"label": labels[4:]})
+    assert resumed.compute() == full.compute()
+    resumed.class_names = full.class_names
+    assert resumed.details() == full.details()
 
 
 def test_report_writes_per_class_json_and_confusion_png(tmp_path: Path) -> None:

@@ -184,3 +184,32 @@ def test_results_do_not_depend_on_loader_workers(tmp_path: Path) -> None:
         tiny_recipe(tmp_path / "w2", **blocks, data={"loader": {"num_workers": 2}})
     ).fit()
     assert_same_state(inline.last_checkpoint, workers.last_checkpoint)
+
+
+def test_epoch_checkpoints_and_resume_from_any_epoch(tmp_path: Path) -> None:
+    """keep_epoch_checkpoints writes epoch_NNNN.ckpt; resuming from epoch 1 of 3 ends where
+    the uninterrupted run ended."""
+    blocks = {"trainer": {"epochs": 3, "keep_epoch_checkpoints": True}}
+    straight = Trainer(tiny_recipe(tmp_path / "straight", **blocks)).fit()
+    kept = sorted(p.name for p in (tmp_path / "straight").glob("epoch_*.ckpt"))
+    assert kept == ["epoch_0001.ckpt", "epoch_0002.ckpt", "epoch_0003.ckpt"]
+    first = load_checkpoint(str(tmp_path / "straight" / "epoch_0001.ckpt"))
+    assert first["position"] == {"epoch": 1, "step_in_epoch": 0, "global_step": 6}
+    assert (tmp_path / "straight" / "epoch_0001.ckpt.manifest.json").exists()
+
+    again = tiny_recipe(tmp_path / "again", **blocks)
+    resumed = Trainer(again, resume=str(tmp_path / "straight" / "epoch_0001.ckpt")).fit()
+    a = load_checkpoint(straight.last_checkpoint)["model"]
+    b = load_checkpoint(resumed.last_checkpoint)["model"]
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert resumed.metrics == straight.metrics
+
+
+def test_evaluator_gets_the_dataset_class_names(tmp_path: Path) -> None:
+    recipe = tiny_recipe(tmp_path / "run", evaluator={"type": "topk", "k": [1], "per_class": True})
+    trainer = Trainer(recipe)
+    names = list(trainer.train_set.class_names)
+    assert trainer.evaluator.class_names == names
+    trainer.fit()
+    metrics = visionforge.engine.evaluate(recipe)
+    assert {f"acc/{name}" for name in names} <= set(metrics)

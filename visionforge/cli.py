@@ -464,7 +464,14 @@ def _add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     p = sub.add_parser("train", parents=[recipe_opts], help="train a recipe with its runner")
     p.add_argument("recipe", metavar="RECIPE", help="recipe file (YAML/JSON, path or URL)")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.ckpt")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="CKPT",
+        help="continue from OUTPUT/last.ckpt, or from CKPT (e.g. OUTPUT/epoch_0030.ckpt)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", parents=[source_opts], help="evaluate a checkpoint")

@@ -126,6 +126,9 @@ class TrainerConfig(BaseModel):
     channels_last: bool = False
     eval_every_epochs: int = Field(1, ge=1)
     checkpoint_every_steps: int | None = Field(None, ge=1, description="besides every epoch")
+    keep_epoch_checkpoints: bool = Field(
+        False, description="also keep epoch_NNNN.ckpt after every epoch (resume from any epoch)"
+    )
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cut epochs short")
     output: str | None = Field(None, description="local path or fsspec URL; runs/<name>")
     loggers: list[LoggerName] = Field(default_factory=_default_loggers)

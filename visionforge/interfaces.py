@@ -85,7 +85,9 @@ class RunHandle(Protocol):
 class Runner(Protocol):
     """Runs a recipe somewhere (here, torchrun, SageMaker, EC2)."""
 
-    def submit(self, recipe: Recipe, *, resume: bool = False) -> RunHandle: ...
+    def submit(self, recipe: Recipe, *, resume: bool | str = False) -> RunHandle:
+        """Start the run; ``resume`` is True (from ``last.ckpt``) or a checkpoint path."""
+        ...
 
 
 @dataclass

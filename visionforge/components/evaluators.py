@@ -100,8 +100,8 @@ class TopKAccuracy:
         return support, accuracy
 
     def compute(self) -> dict[str, float]:
-        """``top{k}`` fractions; with ``per_class`` also ``mean_class_acc`` (over classes with
-        samples) and ``acc/<class name>`` per class."""
+        """``top{k}`` fractions; with ``per_class`` also ``mean_class_acc`` (over classes
+        with samples). Per-class accuracies come from :meth:`details`."""
         if self._correct is None or self._label_low is None or self._label_high is None:
             raise ConfigError("evaluator: no samples were evaluated; is the dataset empty?")
         low, high = int(self._label_low), int(self._label_high)
@@ -116,14 +116,44 @@ class TopKAccuracy:
         }
         if self.per_class:
             support, accuracy = self._per_class()
-            present = support > 0
-            metrics["mean_class_acc"] = float(accuracy[present].mean())
-            for name, acc, seen in zip(
-                self._names(len(support)), accuracy.tolist(), present.tolist(), strict=True
-            ):
-                if seen:
-                    metrics[f"acc/{name}"] = acc
+            metrics["mean_class_acc"] = float(accuracy[support > 0].mean())
         return metrics
+
+    def details(self) -> dict[str, float]:
+        """With ``per_class``: ``acc/<class name>`` for every class with samples. Kept out
+        of :meth:`compute` so epoch logs stay readable with 1000 classes; ``visionforge
+        eval`` prints them."""
+        if not self.per_class or self._confusion is None:
+            return {}
+        support, accuracy = self._per_class()
+        names = self._names(len(support))
+        return {
+            f"acc/{name}": acc
+            for name, acc, seen in zip(
+                names, accuracy.tolist(), (support > 0).tolist(), strict=True
+            )
+            if seen
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """The running counts (tensors and ints), so a resumed epoch keeps counting."""
+        return {
+            "correct": self._correct,
+            "total": self._total,
+            "num_classes": self._num_classes,
+            "label_low": self._label_low,
+            "label_high": self._label_high,
+            "confusion": self._confusion,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore counts written by :meth:`state_dict`."""
+        self._correct = state["correct"]
+        self._total = int(state["total"])
+        self._num_classes = state["num_classes"]
+        self._label_low = state["label_low"]
+        self._label_high = state["label_high"]
+        self._confusion = state["confusion"]
 
     def write_report(self, out_dir: str) -> list[str]:
         """With ``per_class``: ``per_class.json`` (accuracy and support per class, confusion

@@ -84,6 +84,17 @@ def eval_loader(dataset: Any, recipe: Recipe, pin_memory: bool) -> DataLoader[An
     )
 
 
+def build_evaluator(recipe: Recipe, dataset: Any) -> Any | None:
+    """The recipe's evaluator, told the dataset's class names when it takes them."""
+    if recipe.evaluator is None:
+        return None
+    evaluator = REGISTRIES.evaluators.build(recipe.evaluator.as_dict(), "evaluator")
+    names = getattr(dataset, "class_names", None)
+    if names is not None and hasattr(evaluator, "class_names"):
+        evaluator.class_names = [str(name) for name in names]
+    return evaluator
+
+
 def _default_checkpoint(recipe: Recipe) -> str | None:
     output = recipe.trainer.output or ""
     for name in ("best.ckpt", "last.ckpt"):
@@ -118,11 +129,7 @@ def evaluate(
     )
     model.to(device)
     dataset = REGISTRIES.datasets.build(spec.as_dict(), f"data.{split}")
-    evaluator = (
-        REGISTRIES.evaluators.build(recipe.evaluator.as_dict(), "evaluator")
-        if recipe.evaluator is not None
-        else None
-    )
+    evaluator = build_evaluator(recipe, dataset)
     loss_fn = REGISTRIES.losses.build(recipe.loss.as_dict(), "loss")
     if isinstance(loss_fn, nn.Module):
         loss_fn.to(device)
@@ -135,6 +142,8 @@ def evaluate(
         prepare=ImagePreparer(recipe.data.normalize_on_device, recipe.trainer.channels_last),
         autocast=autocast_for(device, recipe.trainer.precision),
     )
+    if evaluator is not None and hasattr(evaluator, "details"):
+        metrics.update(evaluator.details())
     if report_dir is not None and evaluator is not None and hasattr(evaluator, "write_report"):
         evaluator.write_report(report_dir)
     return metrics

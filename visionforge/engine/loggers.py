@@ -200,7 +200,8 @@ def plot_curves(history: Sequence[Row], path: Path) -> Path:
     if epoch_losses:
         ax_loss.plot(*zip(*epoch_losses, strict=True), "o-", label="epoch mean")
     ax_loss.set(title="train loss", xlabel="optimizer step")
-    ax_loss.legend()
+    if steps or epoch_losses:
+        ax_loss.legend()
     ax_lr.set(title="learning rate", xlabel="optimizer step")
     if metric_keys:
         ax_metrics = axes[0][2]

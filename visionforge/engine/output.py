@@ -63,6 +63,13 @@ class RunOutput:
         with storage.atomic_local_path(self.local(name)) as tmp:
             shutil.copyfile(self.local(source), tmp)
 
+    def drop_staged(self, *names: str) -> None:
+        """Delete published files from a remote output's staging directory (saves disk)."""
+        if not self.remote:
+            return
+        for name in names:
+            self.local(name).unlink(missing_ok=True)
+
     def cleanup(self) -> None:
         """Remove the staging directory of a remote output."""
         if self.remote and self.local_dir.exists():

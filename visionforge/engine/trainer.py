@@ -42,7 +42,12 @@ from visionforge.engine.data import (
     make_loader,
     seed_host_rngs,
 )
-from visionforge.engine.evaluation import autocast_for, eval_loader, run_evaluation
+from visionforge.engine.evaluation import (
+    autocast_for,
+    build_evaluator,
+    eval_loader,
+    run_evaluation,
+)
 from visionforge.engine.loggers import (
     ConsoleLogger,
     Logger,
@@ -86,9 +91,10 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    """Trains ``recipe``; ``resume=True`` continues from ``last.ckpt`` in ``trainer.output``."""
+    """Trains ``recipe``; ``resume=True`` continues from ``last.ckpt`` in ``trainer.output``,
+    ``resume="path/or/url.ckpt"`` from that checkpoint (e.g. ``epoch_0030.ckpt``)."""
 
-    def __init__(self, recipe: Recipe, *, resume: bool = False) -> None:
+    def __init__(self, recipe: Recipe, *, resume: bool | str = False) -> None:
         self.recipe = recipe
         self.cfg = cfg = recipe.trainer
         self.output: str = cfg.output or "runs/run"
@@ -160,8 +166,7 @@ class Trainer:
 
     # ----------------------------------------------------------------- building
     def _build_evaluator(self) -> Any | None:
-        spec = self.recipe.evaluator
-        return REGISTRIES.evaluators.build(spec.as_dict(), "evaluator") if spec else None
+        return build_evaluator(self.recipe, self.train_set)
 
     def _build_data(self) -> None:
         cfg = self.cfg
@@ -248,7 +253,7 @@ class Trainer:
 
     # ----------------------------------------------------------------- resume
     def _restore(self) -> None:
-        source = self.run_output.fetch(LAST)
+        source = self.resume if isinstance(self.resume, str) else self.run_output.fetch(LAST)
         if source is None:
             if self.dist.is_main:
                 print(f"note: no {LAST} in {self.output}; starting from scratch")
@@ -280,6 +285,9 @@ class Trainer:
         epoch_sums = ckpt.get("epoch_sums") or {}
         self._sums = {k: v.to(self.device) for k, v in epoch_sums.get("sums", {}).items()}
         self._count = int(epoch_sums.get("count", 0))
+        evaluator_state = ckpt.get("train_evaluator")
+        if self.train_evaluator is not None and evaluator_state is not None:
+            self.train_evaluator.load_state_dict(evaluator_state)
         self._best_written = self.best_metric is not None
         rng = ckpt["rng"]
         per_rank = rng.get("per_rank") or []
@@ -513,7 +521,7 @@ class Trainer:
         plugins.hook().visionforge_epoch_end(trainer=self, epoch=self.epoch, metrics=metrics)
         self.epoch += 1
         self.step_in_epoch = 0
-        self._save(LAST, best=improved)
+        self._save(LAST, best=improved, epoch_end=True)
         if self.dist.is_main:
             self._write_logs()
 
@@ -572,6 +580,11 @@ class Trainer:
             "class_names": self.class_names,
             "history": list(self.history),
             "epoch_sums": {"sums": dict(self._sums), "count": self._count},
+            "train_evaluator": (
+                self.train_evaluator.state_dict()
+                if self.train_evaluator is not None and hasattr(self.train_evaluator, "state_dict")
+                else None
+            ),
         }
 
     def _gather_rng(self, rng: dict[str, Any]) -> list[dict[str, Any]]:
@@ -582,21 +595,29 @@ class Trainer:
         dist.all_gather_object(gathered, buffer.getvalue())
         return [torch.load(io.BytesIO(data), weights_only=True) for data in gathered]
 
-    def _save(self, name: str, best: bool = False) -> None:
+    def _save(self, name: str, best: bool = False, epoch_end: bool = False) -> None:
         state = self.checkpoint_state()  # a collective under DDP: every rank builds it
         if not self.dist.is_main:
             return
-        out = self.run_output
-        save_checkpoint(state, str(out.local(name)))
-        self._write_checkpoint_manifest(name)
-        out.publish(name, name + MANIFEST_SUFFIX)
-        plugins.hook().visionforge_checkpoint_saved(trainer=self, path=out.target(name))
+        save_checkpoint(state, str(self.run_output.local(name)))
+        self._publish_checkpoint(name)
         if best:
-            out.copy(name, BEST)
-            self._write_checkpoint_manifest(BEST)
-            out.publish(BEST, BEST + MANIFEST_SUFFIX)
+            self._copy_checkpoint(name, BEST)
             self._best_written = True
-            plugins.hook().visionforge_checkpoint_saved(trainer=self, path=out.target(BEST))
+        if epoch_end and self.cfg.keep_epoch_checkpoints:
+            epoch_name = epoch_checkpoint_name(self.epoch)
+            self._copy_checkpoint(name, epoch_name)
+            self.run_output.drop_staged(epoch_name, epoch_name + MANIFEST_SUFFIX)
+
+    def _copy_checkpoint(self, source: str, name: str) -> None:
+        self.run_output.copy(source, name)
+        self._publish_checkpoint(name)
+
+    def _publish_checkpoint(self, name: str) -> None:
+        """Manifest, upload (checkpoint before manifest) and the checkpoint hook."""
+        self._write_checkpoint_manifest(name)
+        self.run_output.publish(name, name + MANIFEST_SUFFIX)
+        plugins.hook().visionforge_checkpoint_saved(trainer=self, path=self.run_output.target(name))
 
     def lineage_parents(self) -> list[str]:
         """Artifacts this run came from: ``init_checkpoint``, then every path-like field of
@@ -679,6 +700,11 @@ class Trainer:
             extra=extra,
         )
         out.publish("manifest.json")
+
+
+def epoch_checkpoint_name(epochs_done: int) -> str:
+    """File name of the checkpoint kept after ``epochs_done`` epochs."""
+    return f"epoch_{epochs_done:04d}.ckpt"
 
 
 def _has_manifest(value: str) -> bool:

@@ -1,7 +1,7 @@
 """Per-process entry for multi-process training under torchrun.
 
 ``python -m torch.distributed.run --nproc-per-node N -m visionforge.engine.worker
-RECIPE.json [--resume]`` runs the Trainer in each process; rank 0 prints the result.
+RECIPE.json [--resume [CKPT]]`` runs the Trainer in each process; rank 0 prints the result.
 """
 
 from __future__ import annotations
@@ -20,7 +20,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one training process; exit code 0 also when stopped by SIGTERM/SIGINT."""
     parser = argparse.ArgumentParser(prog="python -m visionforge.engine.worker")
     parser.add_argument("recipe", help="recipe file (YAML/JSON, local path or URL)")
-    parser.add_argument("--resume", action="store_true", help="continue from last.ckpt")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="CKPT",
+        help="continue from last.ckpt, or from CKPT",
+    )
     args = parser.parse_args(argv)
     try:
         from visionforge.engine import Trainer

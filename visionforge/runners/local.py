@@ -102,7 +102,7 @@ class InProcessRun:
     """A run of the Trainer in this process; finished by the time :meth:`LocalRunner.submit`
     returns, so its status is final."""
 
-    def __init__(self, recipe: Recipe, resume: bool) -> None:
+    def __init__(self, recipe: Recipe, resume: bool | str) -> None:
         self.recipe = recipe
         self.resume = resume
         self.result: TrainResult | None = None
@@ -148,7 +148,9 @@ class InProcessRun:
 class TorchrunRun:
     """A ``torchrun`` subprocess training with ``nproc`` processes."""
 
-    def __init__(self, recipe: Recipe, resume: bool, cfg: LocalRunnerConfig, echo: bool) -> None:
+    def __init__(
+        self, recipe: Recipe, resume: bool | str, cfg: LocalRunnerConfig, echo: bool
+    ) -> None:
         self.recipe = recipe
         self.output = str(recipe.trainer.output)
         self.error: BaseException | None = None
@@ -175,6 +177,8 @@ class TorchrunRun:
         ]
         if resume:
             command.append("--resume")
+            if isinstance(resume, str):
+                command.append(resume)
         env = dict(os.environ)
         if cfg.backend != "auto":
             from visionforge.engine.distributed import BACKEND_ENV
@@ -261,7 +265,7 @@ class LocalRunner:
         self.cfg = cfg
         self.echo = echo
 
-    def submit(self, recipe: Recipe, *, resume: bool = False) -> InProcessRun | TorchrunRun:
+    def submit(self, recipe: Recipe, *, resume: bool | str = False) -> InProcessRun | TorchrunRun:
         """Start a run: with ``nproc: 1`` it trains here and returns once it has finished."""
         if self.cfg.nproc == 1:
             run = InProcessRun(recipe, resume)

@@ -241,11 +241,6 @@ def test_python_resume_mid_epoch_continues_exactly(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="core Trainer: the train evaluator's counts are not in the checkpoint, so after a "
-    "mid-epoch resume train/top1 covers only the steps since the resume",
-)
 def test_resume_mid_epoch_keeps_train_accuracy(
     straight_and_resumed: tuple[dict[str, Any], dict[str, Any]],
 ) -> None:

@@ -132,6 +132,7 @@ def imagenet_recipe(
             "precision": "bf16",
             "channels_last": True,
             "train_metrics": True,
+            "keep_epoch_checkpoints": True,
             "ema": {"decay": 0.9998} if ema else None,
             "output": output,
             "loggers": ["console", "csv", "tensorboard"],
