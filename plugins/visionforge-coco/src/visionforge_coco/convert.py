@@ -130,6 +130,18 @@ class Inspection(NamedTuple):
     clipped: int
 
 
+def _read_text(path: str) -> str:
+    """A small file's UTF-8 text with the fewest system calls (open, read until EOF, close)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
+
+
 def inspect_pair(pair: Pair, num_classes: int, tolerance: float) -> Inspection:
     """Read the image header and parse the label file of one pair."""
     problems: list[Problem] = []
@@ -148,7 +160,8 @@ def inspect_pair(pair: Pair, num_classes: int, tolerance: float) -> Inspection:
             )
         )
         return Inspection(width, height, [], problems, 0)
-    parsed = parse_label_text(pair.label.read_text(), str(pair.label), num_classes, tolerance)
+    label_file = os.fspath(pair.label)
+    parsed = parse_label_text(_read_text(label_file), label_file, num_classes, tolerance)
     return Inspection(width, height, parsed.rows, problems + parsed.problems, parsed.clipped)
 
 
@@ -222,14 +235,16 @@ def yolo_to_coco(
     link: LinkMode = "copy",
     skip_invalid: bool = False,
     tolerance: float = 0.01,
-    workers: int | None = None,
+    workers: int | None = 1,
     progress: bool = True,
 ) -> ConvertReport:
     """Convert a YOLO root (with data.yaml) to COCO.
 
     With ``split`` DST gets ``images/`` and ``annotations.json``; without, one such folder
     per split in data.yaml (``DST/<split>/...``). Category ids are 1-based, named from
-    data.yaml. ``id_names`` names files ``{image_id:06d}<ext>``.
+    data.yaml. ``id_names`` names files ``{image_id:06d}<ext>``. The per-image work (header
+    and label parsing) holds the GIL, so it runs in this thread by default; ``workers``
+    threads (None: automatic) only pay off when reading files is slow (network storage).
     """
     start = time.perf_counter()
     data = read_data_yaml(src)
@@ -269,6 +284,11 @@ def yolo_to_coco(
     return report
 
 
+def _output_name(image_id: int, pair: Pair, id_names: bool) -> str:
+    """The COCO ``file_name``: the relative path, or ``{image_id:06d}<ext>``."""
+    return f"{image_id:06d}{posixpath.splitext(pair.rel)[1].lower()}" if id_names else pair.rel
+
+
 def _convert_yolo_split(
     images_dir: Path,
     num_classes: int,
@@ -301,29 +321,20 @@ def _convert_yolo_split(
     report.skipped.extend(problems)
     # image ids follow the sorted paths, so they do not depend on which images were skipped
     valid = [
-        (i + 1, pair, found)
+        (i + 1, pair, found, _output_name(i + 1, pair, id_names))
         for i, (pair, found) in enumerate(zip(pairing.pairs, inspected, strict=True))
         if not found.problems
     ]
 
-    def file_name(image_id: int, pair: Pair) -> str:
-        return f"{image_id:06d}{pair.image.suffix.lower()}" if id_names else pair.rel
-
-    def place(entry: tuple[int, Pair, Inspection]) -> None:
-        image_id, pair, _ = entry
-        out.place(pair.image, f"{prefix}images/{file_name(image_id, pair)}", link)
+    def place(entry: tuple[int, Pair, Inspection, str]) -> None:
+        out.place(entry[1].image, f"{prefix}images/{entry[3]}", link)
 
     parallel_map(place, valid, workers, f"{link} images {split}", progress)
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    for image_id, pair, found in valid:
+    for image_id, pair, found, name in valid:
         images.append(
-            {
-                "id": image_id,
-                "file_name": file_name(image_id, pair),
-                "width": found.width,
-                "height": found.height,
-            }
+            {"id": image_id, "file_name": name, "width": found.width, "height": found.height}
         )
         for row in found.rows:
             annotations.append(

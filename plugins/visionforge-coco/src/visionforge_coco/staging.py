@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 import threading
 import uuid
 from pathlib import Path
@@ -31,9 +32,11 @@ class StagedDir:
         self.reused = 0
         self._made: set[str] = set()
         self._lock = threading.Lock()  # place/write_bytes run on thread pools
+        self._had_final = False
 
     def __enter__(self) -> StagedDir:
         self.stage.mkdir(parents=True)
+        self._had_final = self.final.is_dir()  # no previous output: nothing to reuse
         return self
 
     def __exit__(
@@ -49,31 +52,36 @@ class StagedDir:
 
     def path(self, rel: str) -> Path:
         """Staging path of ``rel`` (parent directories created)."""
-        target = self.stage / rel
+        return Path(self._staged(rel))
+
+    def _staged(self, rel: str) -> str:
+        """``path(rel)`` as a string (the per-file hot path avoids pathlib)."""
         parent = rel.rpartition("/")[0]
         if parent not in self._made:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.join(self.stage, parent), exist_ok=True)
             self._made.add(parent)
-        return target
+        return os.path.join(self.stage, rel)
 
-    def _reuse(self, rel: str, target: Path) -> bool:
+    def _reuse(self, rel: str, target: str | os.PathLike[str]) -> bool:
         try:
-            os.link(self.final / rel, target)
+            os.link(os.path.join(self.final, rel), target)
         except OSError:
             return False
         with self._lock:
             self.reused += 1
         return True
 
-    def place(self, src: Path, rel: str, mode: LinkMode) -> None:
+    def place(self, src: str | os.PathLike[str], rel: str, mode: LinkMode) -> None:
         """Put ``src`` at ``rel``: copied, hard-linked or symlinked; unchanged ones reused."""
-        target = self.path(rel)
-        old = self.final / rel
+        target = self._staged(rel)
         if mode == "sym":
-            os.symlink(src.absolute(), target)
+            os.symlink(os.path.abspath(src), target)
             return
-        unchanged = old.exists() and not old.is_symlink() and _same_content(src, old, mode)
-        if unchanged and self._reuse(rel, target):
+        if (
+            self._had_final  # else there is no previous output to compare with
+            and _unchanged(src, os.path.join(self.final, rel), mode)
+            and self._reuse(rel, target)
+        ):
             return
         try:
             if mode == "hard":
@@ -83,7 +91,7 @@ class StagedDir:
         except OSError as err:
             if mode == "hard" and err.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK):
                 raise DataFormatError(
-                    f"{src}: cannot hard-link into {self.final} ({err.strerror}); "
+                    f"{os.fspath(src)}: cannot hard-link into {self.final} ({err.strerror}); "
                     "use --link copy or --link sym"
                 ) from None
             raise
@@ -112,8 +120,15 @@ class StagedDir:
             shutil.rmtree(old)
 
 
-def _same_content(src: Path, old: Path, mode: LinkMode) -> bool:
+def _unchanged(src: str | os.PathLike[str], old: str, mode: LinkMode) -> bool:
+    """Whether the previous output ``old`` already is ``src`` (hard) or a copy of it."""
+    try:
+        before = os.lstat(old)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISLNK(before.st_mode):
+        return False
+    now = os.stat(src)
     if mode == "hard":
-        return os.path.samefile(src, old)
-    a, b = src.stat(), old.stat()
-    return a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns
+        return (now.st_dev, now.st_ino) == (before.st_dev, before.st_ino)
+    return now.st_size == before.st_size and now.st_mtime_ns == before.st_mtime_ns

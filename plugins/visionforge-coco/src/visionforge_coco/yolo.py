@@ -280,31 +280,24 @@ def _clean_box(fields: list[str], num_classes: int) -> tuple[float, ...] | None:
 
 def _clean_box_file(text: str, num_classes: int) -> list[LabelRow] | None:
     """Fast path for a whole file of valid box rows needing no clipping (the common case):
-    column-wise checks instead of row by row. None sends the file to the full check."""
-    lines = text.splitlines()
-    if not lines or any(len(line.split()) != 5 for line in lines):
-        return None
+    one pass, plain ``float``. None sends the file to the full check, which names the
+    problem (a blank line, a polygon row, NaN or inf, which fail the comparisons)."""
+    rows: list[LabelRow] = []
+    append = rows.append
     try:
-        values = list(map(float, text.split()))
-    except ValueError:
+        for line, raw in enumerate(text.splitlines(), start=1):
+            cls, cx, cy, w, h = map(float, raw.split())
+            half_w, half_h = w / 2, h / 2
+            if not (
+                cls.is_integer() and 0 <= cls < num_classes and w > 0 and h > 0
+                and cx - half_w >= 0 and cy - half_h >= 0
+                and cx + half_w <= 1 and cy + half_h <= 1
+            ):  # fmt: skip
+                return None
+            append(LabelRow(int(cls), "box", (cx, cy, w, h), line))
+    except ValueError:  # not five numbers
         return None
-    if not all(map(math.isfinite, values)):
-        return None
-    cls, cx, cy, w, h = (values[i::5] for i in range(5))
-    ok = (
-        all(map(float.is_integer, cls)) and min(cls) >= 0 and max(cls) < num_classes
-        and min(w) > 0 and min(h) > 0
-        and min(a - b / 2 for a, b in zip(cx, w, strict=True)) >= 0
-        and min(a - b / 2 for a, b in zip(cy, h, strict=True)) >= 0
-        and max(a + b / 2 for a, b in zip(cx, w, strict=True)) <= 1
-        and max(a + b / 2 for a, b in zip(cy, h, strict=True)) <= 1
-    )  # fmt: skip
-    if not ok:
-        return None
-    return [
-        LabelRow(int(c), "box", (x, y, bw, bh), line)
-        for line, (c, x, y, bw, bh) in enumerate(zip(cls, cx, cy, w, h, strict=True), start=1)
-    ]
+    return rows or None
 
 
 def parse_label_text(
