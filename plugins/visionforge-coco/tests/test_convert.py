@@ -65,6 +65,15 @@ def test_coco_output_categories_boxes_and_area(make_yolo: YoloFactory, tmp_path:
     assert report.images == 2 and report.annotations == 2
 
 
+def test_annotation_ids_are_consecutive(make_yolo: YoloFactory, tmp_path: Path) -> None:
+    rows = "0 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n0 0.7 0.7 0.2 0.2\n"
+    root = make_yolo({"a.png": rows, "b.png": rows, "c.png": ""})
+    yolo_to_coco(root, tmp_path / "out", split="train", progress=False)
+    coco = json.loads((tmp_path / "out/annotations.json").read_text())
+    assert [a["id"] for a in coco["annotations"]] == list(range(1, 7))
+    assert [a["image_id"] for a in coco["annotations"]] == [1, 1, 1, 2, 2, 2]
+
+
 def test_id_names_hard_links_and_incremental(make_yolo: YoloFactory, tmp_path: Path) -> None:
     root = make_yolo({"z.png": "0 0.5 0.5 0.2 0.2\n", "a.png": ""})
     out = tmp_path / "out"

@@ -147,21 +147,21 @@ def inspect_pair(pair: Pair, num_classes: int, tolerance: float) -> Inspection:
     problems: list[Problem] = []
     width = height = 0
     try:
-        width, height = image_size(pair.image)
+        width, height = image_size(pair.image_file)
     except DataFormatError as err:
-        problems.append(Problem(str(pair.image), str(err).split(": ", 1)[-1]))
-    if pair.label is None:
+        problems.append(Problem(pair.image_file, str(err).split(": ", 1)[-1]))
+    if pair.label_file is None:
         label = posixpath.splitext(pair.rel)[0] + ".txt"
         problems.append(
             Problem(
-                str(pair.image),
+                pair.image_file,
                 f"image without a label file (add an empty "
                 f"{label} under labels/ for a background image)",
             )
         )
         return Inspection(width, height, [], problems, 0)
-    label_file = os.fspath(pair.label)
-    parsed = parse_label_text(_read_text(label_file), label_file, num_classes, tolerance)
+    text = _read_text(pair.label_file)
+    parsed = parse_label_text(text, pair.label_file, num_classes, tolerance)
     return Inspection(width, height, parsed.rows, problems + parsed.problems, parsed.clipped)
 
 
@@ -327,7 +327,7 @@ def _convert_yolo_split(
     ]
 
     def place(entry: tuple[int, Pair, Inspection, str]) -> None:
-        out.place(entry[1].image, f"{prefix}images/{entry[3]}", link)
+        out.place(entry[1].image_file, f"{prefix}images/{entry[3]}", link)
 
     parallel_map(place, valid, workers, f"{link} images {split}", progress)
     images: list[dict[str, Any]] = []
@@ -336,10 +336,11 @@ def _convert_yolo_split(
         images.append(
             {"id": image_id, "file_name": name, "width": found.width, "height": found.height}
         )
-        for row in found.rows:
-            annotations.append(
-                _coco_annotation(len(annotations) + 1, image_id, row, found.width, found.height)
-            )
+        first_id = len(annotations) + 1
+        annotations.extend(
+            _coco_annotation(ann_id, image_id, row, found.width, found.height)
+            for ann_id, row in enumerate(found.rows, start=first_id)
+        )
         for extra in crowd.get(pair.rel, []):
             ann = {k: v for k, v in extra.items() if k not in ("id", "image_id")}
             annotations.append(

@@ -105,11 +105,20 @@ def labels_dir_for(images_dir: Path) -> Path:
 
 @dataclass(frozen=True)
 class Pair:
-    """An image and its label file (``label`` is None when there is none)."""
+    """An image and its label file (``label_file`` is None when there is none); the paths
+    are strings, since building thousands of ``Path`` objects costs more than the work."""
 
-    image: Path
-    label: Path | None
+    image_file: str
+    label_file: str | None
     rel: str
+
+    @property
+    def image(self) -> Path:
+        return Path(self.image_file)
+
+    @property
+    def label(self) -> Path | None:
+        return None if self.label_file is None else Path(self.label_file)
 
 
 @dataclass
@@ -151,10 +160,11 @@ def pair_images_and_labels(images_dir: Path) -> Pairing:
         for rel, name in _walk_relative(labels_dir):
             if name.endswith(".txt"):
                 labels[rel[:-4]] = rel
+    image_base, label_base = os.fspath(images_dir), os.fspath(labels_dir)
     pairs = [
         Pair(
-            images_dir / images[key],
-            labels_dir / labels[key] if key in labels else None,
+            os.path.join(image_base, images[key]),
+            os.path.join(label_base, labels[key]) if key in labels else None,
             images[key],
         )
         for key in sorted(images)
@@ -284,6 +294,7 @@ def _clean_box_file(text: str, num_classes: int) -> list[LabelRow] | None:
     problem (a blank line, a polygon row, NaN or inf, which fail the comparisons)."""
     rows: list[LabelRow] = []
     append = rows.append
+    new_row = tuple.__new__  # what ``LabelRow._make`` does, without its per-call overhead
     try:
         for line, raw in enumerate(text.splitlines(), start=1):
             cls, cx, cy, w, h = map(float, raw.split())
@@ -294,7 +305,7 @@ def _clean_box_file(text: str, num_classes: int) -> list[LabelRow] | None:
                 and cx + half_w <= 1 and cy + half_h <= 1
             ):  # fmt: skip
                 return None
-            append(LabelRow(int(cls), "box", (cx, cy, w, h), line))
+            append(new_row(LabelRow, (int(cls), "box", (cx, cy, w, h), line)))
     except ValueError:  # not five numbers
         return None
     return rows or None
