@@ -299,3 +299,19 @@ def test_lineage_from_yolo_to_split(make_yolo: YoloFactory, tmp_path: Path) -> N
         "path": str(root / "data.yaml"),
         "missing": True,
     }  # the YOLO source has no manifest
+
+
+def test_garbage_collector_is_restored(make_yolo: YoloFactory, tmp_path: Path) -> None:
+    import gc
+
+    root = make_yolo({"a.png": "0 0.5 0.5 0.2 0.2\n", "b.png": "7 0.5 0.5 0.2 0.2\n"})
+    assert gc.isenabled()
+    with pytest.raises(DataFormatError, match="class id 7"):
+        yolo_to_coco(root, tmp_path / "out", split="train", progress=False)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        yolo_to_coco(root, tmp_path / "out", split="train", skip_invalid=True, progress=False)
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()

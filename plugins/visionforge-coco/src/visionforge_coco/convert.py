@@ -7,12 +7,14 @@ symlinked; unchanged outputs of a previous run are reused, not rewritten.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import posixpath
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeVar
@@ -107,6 +109,20 @@ def parallel_map(
                 results.extend(done)
                 bar.update(len(done))
         return results
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector: a conversion allocates hundreds of thousands of
+    small dicts and tuples without cycles, and the collections they trigger cost about a
+    quarter of the run. Reference counting still frees everything."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _stop_on(problems: list[Problem], skip_invalid: bool) -> None:
@@ -246,6 +262,23 @@ def yolo_to_coco(
     and label parsing) holds the GIL, so it runs in this thread by default; ``workers``
     threads (None: automatic) only pay off when reading files is slow (network storage).
     """
+    with paused_gc():
+        return _yolo_to_coco(
+            src, dst, split, id_names, link, skip_invalid, tolerance, workers, progress
+        )
+
+
+def _yolo_to_coco(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    split: str | None,
+    id_names: bool,
+    link: LinkMode,
+    skip_invalid: bool,
+    tolerance: float,
+    workers: int | None,
+    progress: bool,
+) -> ConvertReport:
     start = time.perf_counter()
     data = read_data_yaml(src)
     if split is not None and split not in data.splits:
