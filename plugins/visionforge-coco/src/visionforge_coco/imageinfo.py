@@ -15,8 +15,9 @@ _EXIF_ORIENTATION = 0x0112
 _TRANSPOSED = {5, 6, 7, 8}
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _APP1 = b"\xff\xe1"  # the segment holding EXIF and XMP, hence the orientation
-HEAD_BYTES = 16384
-"""JPEG bytes read for the header; a longer header (large EXIF/ICC) reads the whole file."""
+HEAD_BYTES = 4096
+"""JPEG bytes read for the header (libjpeg and OpenCV write about 600; larger ones, with EXIF
+thumbnails or ICC profiles, are read from the file by Pillow)."""
 
 
 def _read_head(path: str | os.PathLike[str]) -> bytes:
