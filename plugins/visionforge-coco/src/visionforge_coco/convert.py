@@ -370,10 +370,10 @@ def _convert_yolo_split(
             {"id": image_id, "file_name": name, "width": found.width, "height": found.height}
         )
         first_id = len(annotations) + 1
-        annotations.extend(
+        annotations += [
             _coco_annotation(ann_id, image_id, row, found.width, found.height)
             for ann_id, row in enumerate(found.rows, start=first_id)
-        )
+        ]
         for extra in crowd.get(pair.rel, []):
             ann = {k: v for k, v in extra.items() if k not in ("id", "image_id")}
             annotations.append(

@@ -33,6 +33,8 @@ class StagedDir:
         self._made: set[str] = set()
         self._lock = threading.Lock()  # place/write_bytes run on thread pools
         self._had_final = False
+        self._stage_prefix = os.path.join(self.stage, "")  # + rel: the hot path's join
+        self._final_prefix = os.path.join(self.final, "")
 
     def __enter__(self) -> StagedDir:
         self.stage.mkdir(parents=True)
@@ -58,13 +60,13 @@ class StagedDir:
         """``path(rel)`` as a string (the per-file hot path avoids pathlib)."""
         parent = rel.rpartition("/")[0]
         if parent not in self._made:
-            os.makedirs(os.path.join(self.stage, parent), exist_ok=True)
+            os.makedirs(self._stage_prefix + parent, exist_ok=True)
             self._made.add(parent)
-        return os.path.join(self.stage, rel)
+        return self._stage_prefix + rel
 
     def _reuse(self, rel: str, target: str | os.PathLike[str]) -> bool:
         try:
-            os.link(os.path.join(self.final, rel), target)
+            os.link(self._final_prefix + rel, target)
         except OSError:
             return False
         with self._lock:
@@ -79,7 +81,7 @@ class StagedDir:
             return
         if (
             self._had_final  # else there is no previous output to compare with
-            and _unchanged(src, os.path.join(self.final, rel), mode)
+            and _unchanged(src, self._final_prefix + rel, mode)
             and self._reuse(rel, target)
         ):
             return

@@ -138,6 +138,12 @@ def _walk_relative(root: Path) -> list[tuple[str, str]]:
     return found
 
 
+def _dir_prefix(directory: Path) -> str:
+    """``directory`` as a string ending in one separator: prefix + relative path is what
+    ``os.path.join`` gives, for a fraction of its cost."""
+    return os.path.join(directory, "")
+
+
 def pair_images_and_labels(images_dir: Path) -> Pairing:
     """Match images to label files by relative path without extension (never fuzzily).
 
@@ -160,11 +166,11 @@ def pair_images_and_labels(images_dir: Path) -> Pairing:
         for rel, name in _walk_relative(labels_dir):
             if name.endswith(".txt"):
                 labels[rel[:-4]] = rel
-    image_base, label_base = os.fspath(images_dir), os.fspath(labels_dir)
+    image_base, label_base = _dir_prefix(images_dir), _dir_prefix(labels_dir)
     pairs = [
         Pair(
-            os.path.join(image_base, images[key]),
-            os.path.join(label_base, labels[key]) if key in labels else None,
+            image_base + images[key],
+            label_base + labels[key] if key in labels else None,
             images[key],
         )
         for key in sorted(images)
