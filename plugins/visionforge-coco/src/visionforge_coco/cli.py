@@ -54,7 +54,12 @@ def add_coco_commands(subparsers: argparse._SubParsersAction) -> None:
         default="keep",
         help="coco->yolo crowd annotations: keep in crowd.json or write as boxes",
     )
-    p.add_argument("--workers", type=int, default=None, help="threads (default: 4 x cores)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="threads (default: yolo->coco 1, its work holds the GIL; coco->yolo 4 x cores)",
+    )
     p.set_defaults(func=cmd_convert)
 
     p = commands.add_parser("split", help="reproducible train/val/test split of a COCO dataset")
@@ -109,7 +114,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             link=args.link,
             skip_invalid=args.skip_invalid,
             tolerance=args.tolerance,
-            workers=args.workers,
+            workers=args.workers or 1,
             progress=_progress(),
         )
         where = Path(args.dst) / REPORT_FILE
