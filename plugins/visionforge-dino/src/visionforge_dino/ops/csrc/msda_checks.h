@@ -55,4 +55,39 @@ inline Dims check_inputs(
   return d;
 }
 
+// The checked inputs, made contiguous, with their sizes.
+struct Inputs {
+  Dims d;
+  at::Tensor value;
+  at::Tensor shapes;
+  at::Tensor starts;
+  at::Tensor loc;
+  at::Tensor attn;
+};
+
+inline Inputs contiguous_inputs(
+    const at::Tensor& value,
+    const at::Tensor& spatial_shapes,
+    const at::Tensor& level_start_index,
+    const at::Tensor& sampling_locations,
+    const at::Tensor& attention_weights) {
+  const Dims d = check_inputs(value, spatial_shapes, level_start_index, sampling_locations,
+                              attention_weights);
+  return {d,
+          value.contiguous(),
+          spatial_shapes.contiguous(),
+          level_start_index.contiguous(),
+          sampling_locations.contiguous(),
+          attention_weights.contiguous()};
+}
+
+// The incoming gradient must match the forward output in size, dtype and device.
+inline void check_grad_output(const at::Tensor& grad_output, const Inputs& in) {
+  const Dims& d = in.d;
+  TORCH_CHECK(grad_output.numel() == d.batch * d.queries * d.heads * d.channels &&
+                  grad_output.scalar_type() == in.value.scalar_type() &&
+                  grad_output.device() == in.value.device(),
+              "msda: grad_output ", grad_output.sizes(), " does not match the output");
+}
+
 }  // namespace visionforge_msda

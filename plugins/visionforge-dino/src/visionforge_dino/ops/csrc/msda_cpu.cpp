@@ -156,22 +156,19 @@ at::Tensor forward_cpu(
     const at::Tensor& level_start_index_in,
     const at::Tensor& sampling_locations_in,
     const at::Tensor& attention_weights_in) {
-  const Dims d = check_inputs(value_in, spatial_shapes_in, level_start_index_in,
-                              sampling_locations_in, attention_weights_in);
-  const at::Tensor value = value_in.contiguous();
-  const at::Tensor shapes = spatial_shapes_in.contiguous();
-  const at::Tensor starts = level_start_index_in.contiguous();
-  const at::Tensor loc = sampling_locations_in.contiguous();
-  const at::Tensor attn = attention_weights_in.contiguous();
-  check_cpu_levels(d, shapes, starts);
-  at::Tensor out = at::empty({d.batch, d.queries, d.heads * d.channels}, value.options());
+  const Inputs in = contiguous_inputs(value_in, spatial_shapes_in, level_start_index_in,
+                                      sampling_locations_in, attention_weights_in);
+  check_cpu_levels(in.d, in.shapes, in.starts);
+  at::Tensor out =
+      at::empty({in.d.batch, in.d.queries, in.d.heads * in.d.channels}, in.value.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, value.scalar_type(), "msda_forward_cpu", [&] {
+      at::kHalf, at::kBFloat16, in.value.scalar_type(), "msda_forward_cpu", [&] {
         using acc_t = at::opmath_type<scalar_t>;
-        forward_kernel<scalar_t>(d, value.const_data_ptr<scalar_t>(),
-                                 shapes.const_data_ptr<int64_t>(),
-                                 starts.const_data_ptr<int64_t>(), loc.const_data_ptr<acc_t>(),
-                                 attn.const_data_ptr<acc_t>(), out.mutable_data_ptr<scalar_t>());
+        forward_kernel<scalar_t>(in.d, in.value.const_data_ptr<scalar_t>(),
+                                 in.shapes.const_data_ptr<int64_t>(),
+                                 in.starts.const_data_ptr<int64_t>(),
+                                 in.loc.const_data_ptr<acc_t>(),
+                                 in.attn.const_data_ptr<acc_t>(), out.mutable_data_ptr<scalar_t>());
       });
   return out;
 }
@@ -183,33 +180,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
     const at::Tensor& level_start_index_in,
     const at::Tensor& sampling_locations_in,
     const at::Tensor& attention_weights_in) {
-  const Dims d = check_inputs(value_in, spatial_shapes_in, level_start_index_in,
-                              sampling_locations_in, attention_weights_in);
-  TORCH_CHECK(grad_output_in.numel() == d.batch * d.queries * d.heads * d.channels &&
-                  grad_output_in.scalar_type() == value_in.scalar_type(),
-              "msda: grad_output ", grad_output_in.sizes(), " does not match the output");
+  const Inputs in = contiguous_inputs(value_in, spatial_shapes_in, level_start_index_in,
+                                      sampling_locations_in, attention_weights_in);
+  check_grad_output(grad_output_in, in);
   const at::Tensor grad_output = grad_output_in.contiguous();
-  const at::Tensor value = value_in.contiguous();
-  const at::Tensor shapes = spatial_shapes_in.contiguous();
-  const at::Tensor starts = level_start_index_in.contiguous();
-  const at::Tensor loc = sampling_locations_in.contiguous();
-  const at::Tensor attn = attention_weights_in.contiguous();
-  check_cpu_levels(d, shapes, starts);
+  check_cpu_levels(in.d, in.shapes, in.starts);
   // Reduced-precision values accumulate their gradient in float and are cast once at the end.
-  at::Tensor grad_value_acc = at::zeros(value.sizes(), loc.options());
-  at::Tensor grad_loc = at::zeros(loc.sizes(), loc.options());
-  at::Tensor grad_attn = at::zeros(attn.sizes(), attn.options());
+  at::Tensor grad_value_acc = at::zeros(in.value.sizes(), in.loc.options());
+  at::Tensor grad_loc = at::zeros(in.loc.sizes(), in.loc.options());
+  at::Tensor grad_attn = at::zeros(in.attn.sizes(), in.attn.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, value.scalar_type(), "msda_backward_cpu", [&] {
+      at::kHalf, at::kBFloat16, in.value.scalar_type(), "msda_backward_cpu", [&] {
         using acc_t = at::opmath_type<scalar_t>;
         backward_kernel<scalar_t>(
-            d, grad_output.const_data_ptr<scalar_t>(), value.const_data_ptr<scalar_t>(),
-            shapes.const_data_ptr<int64_t>(), starts.const_data_ptr<int64_t>(),
-            loc.const_data_ptr<acc_t>(), attn.const_data_ptr<acc_t>(),
+            in.d, grad_output.const_data_ptr<scalar_t>(), in.value.const_data_ptr<scalar_t>(),
+            in.shapes.const_data_ptr<int64_t>(), in.starts.const_data_ptr<int64_t>(),
+            in.loc.const_data_ptr<acc_t>(), in.attn.const_data_ptr<acc_t>(),
             grad_value_acc.mutable_data_ptr<acc_t>(), grad_loc.mutable_data_ptr<acc_t>(),
             grad_attn.mutable_data_ptr<acc_t>());
       });
-  return {grad_value_acc.to(value.scalar_type()), grad_loc, grad_attn};
+  return {grad_value_acc.to(in.value.scalar_type()), grad_loc, grad_attn};
 }
 
 }  // namespace

@@ -23,23 +23,20 @@ at::Tensor forward_cuda(
     const at::Tensor& level_start_index_in,
     const at::Tensor& sampling_locations_in,
     const at::Tensor& attention_weights_in) {
-  const Dims d = check_inputs(value_in, spatial_shapes_in, level_start_index_in,
-                              sampling_locations_in, attention_weights_in);
   const c10::cuda::CUDAGuard guard(value_in.device());
-  const at::Tensor value = value_in.contiguous();
-  const at::Tensor shapes = spatial_shapes_in.contiguous();
-  const at::Tensor starts = level_start_index_in.contiguous();
-  const at::Tensor loc = sampling_locations_in.contiguous();
-  const at::Tensor attn = attention_weights_in.contiguous();
-  at::Tensor out = at::empty({d.batch, d.queries, d.heads * d.channels}, value.options());
+  const Inputs in = contiguous_inputs(value_in, spatial_shapes_in, level_start_index_in,
+                                      sampling_locations_in, attention_weights_in);
+  at::Tensor out =
+      at::empty({in.d.batch, in.d.queries, in.d.heads * in.d.channels}, in.value.options());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, value.scalar_type(), "msda_forward_cuda", [&] {
+      at::kHalf, at::kBFloat16, in.value.scalar_type(), "msda_forward_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
-        launch_forward<scalar_t>(d, value.const_data_ptr<scalar_t>(),
-                                 shapes.const_data_ptr<int64_t>(),
-                                 starts.const_data_ptr<int64_t>(), loc.const_data_ptr<acc_t>(),
-                                 attn.const_data_ptr<acc_t>(), out.mutable_data_ptr<scalar_t>(),
+        launch_forward<scalar_t>(in.d, in.value.const_data_ptr<scalar_t>(),
+                                 in.shapes.const_data_ptr<int64_t>(),
+                                 in.starts.const_data_ptr<int64_t>(),
+                                 in.loc.const_data_ptr<acc_t>(),
+                                 in.attn.const_data_ptr<acc_t>(), out.mutable_data_ptr<scalar_t>(),
                                  stream);
       });
   return out;
@@ -52,34 +49,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
     const at::Tensor& level_start_index_in,
     const at::Tensor& sampling_locations_in,
     const at::Tensor& attention_weights_in) {
-  const Dims d = check_inputs(value_in, spatial_shapes_in, level_start_index_in,
-                              sampling_locations_in, attention_weights_in);
-  TORCH_CHECK(grad_output_in.numel() == d.batch * d.queries * d.heads * d.channels &&
-                  grad_output_in.scalar_type() == value_in.scalar_type() &&
-                  grad_output_in.device() == value_in.device(),
-              "msda: grad_output ", grad_output_in.sizes(), " does not match the output");
   const c10::cuda::CUDAGuard guard(value_in.device());
+  const Inputs in = contiguous_inputs(value_in, spatial_shapes_in, level_start_index_in,
+                                      sampling_locations_in, attention_weights_in);
+  check_grad_output(grad_output_in, in);
   const at::Tensor grad_output = grad_output_in.contiguous();
-  const at::Tensor value = value_in.contiguous();
-  const at::Tensor shapes = spatial_shapes_in.contiguous();
-  const at::Tensor starts = level_start_index_in.contiguous();
-  const at::Tensor loc = sampling_locations_in.contiguous();
-  const at::Tensor attn = attention_weights_in.contiguous();
-  at::Tensor grad_value_acc = at::zeros(value.sizes(), loc.options());
-  at::Tensor grad_loc = at::zeros(loc.sizes(), loc.options());
-  at::Tensor grad_attn = at::zeros(attn.sizes(), attn.options());
+  at::Tensor grad_value_acc = at::zeros(in.value.sizes(), in.loc.options());
+  at::Tensor grad_loc = at::zeros(in.loc.sizes(), in.loc.options());
+  at::Tensor grad_attn = at::zeros(in.attn.sizes(), in.attn.options());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, value.scalar_type(), "msda_backward_cuda", [&] {
+      at::kHalf, at::kBFloat16, in.value.scalar_type(), "msda_backward_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
         launch_backward<scalar_t>(
-            d, grad_output.const_data_ptr<scalar_t>(), value.const_data_ptr<scalar_t>(),
-            shapes.const_data_ptr<int64_t>(), starts.const_data_ptr<int64_t>(),
-            loc.const_data_ptr<acc_t>(), attn.const_data_ptr<acc_t>(),
+            in.d, grad_output.const_data_ptr<scalar_t>(), in.value.const_data_ptr<scalar_t>(),
+            in.shapes.const_data_ptr<int64_t>(), in.starts.const_data_ptr<int64_t>(),
+            in.loc.const_data_ptr<acc_t>(), in.attn.const_data_ptr<acc_t>(),
             grad_value_acc.mutable_data_ptr<acc_t>(), grad_loc.mutable_data_ptr<acc_t>(),
             grad_attn.mutable_data_ptr<acc_t>(), stream);
       });
-  return {grad_value_acc.to(value.scalar_type()), grad_loc, grad_attn};
+  return {grad_value_acc.to(in.value.scalar_type()), grad_loc, grad_attn};
 }
 
 }  // namespace
