@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 from test_engine_support import (
     single_thread,  # noqa: F401 (autouse fixture)
     tiny_recipe,

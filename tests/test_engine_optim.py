@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 from test_engine_support import (
     single_thread,  # noqa: F401 (autouse fixture)
     tiny_recipe,
 )
+from torch import nn
 
 from visionforge.config import AdamWConfig, ParamGroupRule, ScheduleConfig, SGDConfig
 from visionforge.engine import Trainer

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 from test_engine_support import (
     TinyNet,
     TinyNetConfig,

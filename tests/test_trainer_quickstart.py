@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 from test_engine_support import single_thread  # noqa: F401 (autouse fixture)
 
 from visionforge.config import load_recipe

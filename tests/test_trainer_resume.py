@@ -16,9 +16,6 @@ from typing import Any
 import fsspec
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 from test_engine_support import (
     SUBPROCESS_ENV,
     single_thread,  # noqa: F401 (autouse fixture)
