@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torchvision.transforms.v2 import functional as TF
 
+from visionforge.data.transforms import device_normalize
 from visionforge.errors import ConfigError
 
 
@@ -53,7 +53,7 @@ class ImagePreparer:
                     "data.normalize_on_device is set but the dataset yields "
                     f"{image.dtype} images; make the dataset keep uint8 (normalize: false)"
                 )
-            image = TF.normalize(TF.to_dtype(image, torch.float32, scale=True), self.mean, self.std)
+            image = device_normalize(image, self.mean, self.std)
         if self.channels_last and image.ndim == 4:
             image = image.contiguous(memory_format=torch.channels_last)
         return image
