@@ -556,6 +556,14 @@ class Trainer:
         return better
 
     # ----------------------------------------------------------------- checkpoints
+    def position(self) -> dict[str, int]:
+        """Where training stands: epochs done, steps into the current epoch, steps in all."""
+        return {
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+        }
+
     def checkpoint_state(self) -> dict[str, Any]:
         """The checkpoint dict (see docs/engine.md); everything loads with weights_only=True."""
         rng = rng_state()
@@ -570,11 +578,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rng,
-            "position": {
-                "epoch": self.epoch,
-                "step_in_epoch": self.step_in_epoch,
-                "global_step": self.global_step,
-            },
+            "position": self.position(),
             "metrics": dict(self.metrics),
             "best_metric": self.best_metric,
             "class_names": self.class_names,
@@ -635,12 +639,7 @@ class Trainer:
 
     def _write_checkpoint_manifest(self, name: str) -> None:
         parents = self.lineage_parents()
-        position = {
-            "epoch": self.epoch,
-            "step_in_epoch": self.step_in_epoch,
-            "global_step": self.global_step,
-        }
-        extra: dict[str, Any] = {"position": position}
+        extra: dict[str, Any] = {"position": self.position()}
         if self.run_output.remote:
             extra["path"] = self.run_output.target(name)
         write_manifest(
