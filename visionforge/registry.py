@@ -238,18 +238,20 @@ class Registry(Generic[T]):
 
     def validate(self, spec: Mapping[str, Any] | BaseModel, path: str = "") -> BaseModel:
         """Validate a ``{"type": name, **fields}`` block; errors name ``path``."""
-        data = _as_dict(spec)
-        entry = self._entry_for(data, path)
-        fields = {k: v for k, v in data.items() if k != "type"}
-        return entry.validate(fields, path)
+        return self._validated(spec, path)[1]
 
     def build(self, spec: Mapping[str, Any] | BaseModel, path: str = "", **extra: Any) -> T:
         """Validate ``spec`` and call its builder with the config (and ``extra`` kwargs)."""
+        entry, cfg = self._validated(spec, path)
+        return entry.resolve_builder()(cfg, **extra)
+
+    def _validated(
+        self, spec: Mapping[str, Any] | BaseModel, path: str
+    ) -> tuple[Entry[T], BaseModel]:
         data = _as_dict(spec)
         entry = self._entry_for(data, path)
         fields = {k: v for k, v in data.items() if k != "type"}
-        cfg = entry.validate(fields, path)
-        return entry.resolve_builder()(cfg, **extra)
+        return entry, entry.validate(fields, path)
 
     def _entry_for(self, data: Mapping[str, Any], path: str) -> Entry[T]:
         name = data.get("type")
