@@ -1,290 +1,11 @@
-// CUDA kernels of multi-scale deformable attention (forward and backward).
-//
-// A group of G lanes (G a power of two <= 32, inside one warp) handles one
-// (batch, query, head); each lane owns V consecutive channels (16-byte vector loads when the
-// channel count and pointers allow). The backward pass differs from the original kernel in
-// three ways:
-//   * the per-sample gradients of the sampling location and the attention weight are summed
-//     over channels with warp shuffles inside the group (no shared memory, no serial
-//     reduction, no atomics for them);
-//   * the value gradient is accumulated in fp32 (fp64 for double) with vectorized atomics
-//     (float4/float2 atomicAdd on sm_90+), V channels per instruction, and only for corners
-//     inside the level with a non-zero weight;
-//   * fp16/bf16 values never take half-precision atomics: the fp32 buffer is cast once.
-// Only c10 headers are included here, which keeps nvcc's part of the build short; the tensor
-// handling and op registration live in msda_cuda.cpp.
-#include <ATen/OpMathType.h>
+// Launchers of the CUDA kernels in msda_cuda_kernels.cuh, instantiated for double, float, Half
+// and BFloat16.
 #include <c10/cuda/CUDAException.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Exception.h>
-#include <c10/util/Half.h>
 
-#include <cstdint>
-#include <initializer_list>
-
-#include "msda_common.h"
 #include "msda_cuda.h"
+#include "msda_cuda_kernels.cuh"
 
 namespace visionforge_msda {
-namespace {
-
-constexpr int kThreads = 256;
-constexpr int kWarp = 32;
-
-template <typename T, int V>
-struct alignas(sizeof(T) * V) Pack {
-  T val[V];
-};
-
-template <typename scalar_t, int V, typename acc_t>
-__device__ __forceinline__ void load_pack(const scalar_t* __restrict__ src, acc_t (&dst)[V]) {
-  const Pack<scalar_t, V> pack = *reinterpret_cast<const Pack<scalar_t, V>*>(src);
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    dst[i] = static_cast<acc_t>(pack.val[i]);
-  }
-}
-
-template <typename scalar_t, int V, typename acc_t>
-__device__ __forceinline__ void store_pack(scalar_t* __restrict__ dst, const acc_t (&src)[V]) {
-  Pack<scalar_t, V> pack;
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    pack.val[i] = static_cast<scalar_t>(src[i]);
-  }
-  *reinterpret_cast<Pack<scalar_t, V>*>(dst) = pack;
-}
-
-template <int V>
-__device__ __forceinline__ void atomic_add_scalars(float* dst, const float (&src)[V]) {
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    atomicAdd(dst + i, src[i]);
-  }
-}
-
-template <int V>
-__device__ __forceinline__ void atomic_add_pack(float* dst, const float (&src)[V]) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if constexpr (V % 4 == 0) {
-#pragma unroll
-    for (int i = 0; i < V; i += 4) {
-      atomicAdd(reinterpret_cast<float4*>(dst + i),
-                make_float4(src[i], src[i + 1], src[i + 2], src[i + 3]));
-    }
-  } else if constexpr (V % 2 == 0) {
-#pragma unroll
-    for (int i = 0; i < V; i += 2) {
-      atomicAdd(reinterpret_cast<float2*>(dst + i), make_float2(src[i], src[i + 1]));
-    }
-  } else {
-    atomic_add_scalars<V>(dst, src);
-  }
-#else
-  atomic_add_scalars<V>(dst, src);
-#endif
-}
-
-template <int V>
-__device__ __forceinline__ void atomic_add_pack(double* dst, const double (&src)[V]) {
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    atomicAdd(dst + i, src[i]);
-  }
-}
-
-// Mask of the `lanes` threads of this thread's group inside its warp.
-__device__ __forceinline__ unsigned group_mask(int lanes) {
-  if (lanes == kWarp) {
-    return 0xffffffffu;
-  }
-  const int first = (threadIdx.x % kWarp) / lanes * lanes;
-  return ((1u << lanes) - 1u) << first;
-}
-
-template <typename scalar_t, int V>
-__global__ void __launch_bounds__(kThreads) forward_kernel(
-    const Dims d,
-    const int lanes,
-    const scalar_t* __restrict__ value,
-    const int64_t* __restrict__ shapes,
-    const int64_t* __restrict__ starts,
-    const at::opmath_type<scalar_t>* __restrict__ loc,
-    const at::opmath_type<scalar_t>* __restrict__ attn,
-    scalar_t* __restrict__ out) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t thread = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t group = thread / lanes;  // = (b * queries + q) * heads + h
-  const int lane = static_cast<int>(thread % lanes);
-  if (group >= d.batch * d.queries * d.heads) {
-    return;
-  }
-  const int64_t h = group % d.heads;
-  const int64_t b = group / (d.heads * d.queries);
-  // value[b, key, h, :] starts at value_base + key * key_stride
-  const int64_t key_stride = d.heads * d.channels;
-  const int64_t value_base = (b * d.keys * d.heads + h) * d.channels;
-  const int64_t vectors = d.channels / V;
-  const int64_t first_sample = group * d.levels * d.points;
-  for (int64_t vec = lane; vec < vectors; vec += lanes) {
-    acc_t acc[V];
-#pragma unroll
-    for (int i = 0; i < V; ++i) {
-      acc[i] = acc_t(0);
-    }
-    for (int64_t l = 0; l < d.levels; ++l) {
-      const int64_t height = shapes[2 * l];
-      const int64_t width = shapes[2 * l + 1];
-      const int64_t start = starts[l];
-      for (int64_t p = 0; p < d.points; ++p) {
-        const int64_t s = first_sample + l * d.points + p;
-        Corners<acc_t> c;
-        if (!bilinear_corners(loc[2 * s], loc[2 * s + 1], height, width, start, c)) {
-          continue;
-        }
-        const acc_t w = attn[s];
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const acc_t cw = w * c.weight[k];
-          if (c.index[k] < 0 || cw == acc_t(0)) {
-            continue;
-          }
-          acc_t v[V];
-          load_pack<scalar_t, V>(value + value_base + c.index[k] * key_stride + vec * V, v);
-#pragma unroll
-          for (int i = 0; i < V; ++i) {
-            acc[i] += cw * v[i];
-          }
-        }
-      }
-    }
-    store_pack<scalar_t, V>(out + group * d.channels + vec * V, acc);
-  }
-}
-
-template <typename scalar_t, int V>
-__global__ void __launch_bounds__(kThreads) backward_kernel(
-    const Dims d,
-    const int lanes,
-    const scalar_t* __restrict__ grad_out,
-    const scalar_t* __restrict__ value,
-    const int64_t* __restrict__ shapes,
-    const int64_t* __restrict__ starts,
-    const at::opmath_type<scalar_t>* __restrict__ loc,
-    const at::opmath_type<scalar_t>* __restrict__ attn,
-    at::opmath_type<scalar_t>* __restrict__ grad_value,
-    at::opmath_type<scalar_t>* __restrict__ grad_loc,
-    at::opmath_type<scalar_t>* __restrict__ grad_attn) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t thread = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t group = thread / lanes;
-  const int lane = static_cast<int>(thread % lanes);
-  // Whole groups leave together, so the shuffles below only involve live lanes.
-  if (group >= d.batch * d.queries * d.heads) {
-    return;
-  }
-  const unsigned mask = group_mask(lanes);
-  const int64_t h = group % d.heads;
-  const int64_t b = group / (d.heads * d.queries);
-  const int64_t key_stride = d.heads * d.channels;
-  const int64_t value_base = (b * d.keys * d.heads + h) * d.channels;
-  const int64_t vectors = d.channels / V;
-  const int64_t first_sample = group * d.levels * d.points;
-  for (int64_t l = 0; l < d.levels; ++l) {
-    const int64_t height = shapes[2 * l];
-    const int64_t width = shapes[2 * l + 1];
-    const int64_t start = starts[l];
-    for (int64_t p = 0; p < d.points; ++p) {
-      const int64_t s = first_sample + l * d.points + p;
-      Corners<acc_t> c;
-      // The location is shared by the group, so the whole group skips together.
-      if (!bilinear_corners(loc[2 * s], loc[2 * s + 1], height, width, start, c)) {
-        continue;
-      }
-      const acc_t w = attn[s];
-      acc_t grad_w = 0;
-      acc_t grad_x = 0;
-      acc_t grad_y = 0;
-      for (int64_t vec = lane; vec < vectors; vec += lanes) {
-        acc_t g[V];
-        load_pack<scalar_t, V>(grad_out + group * d.channels + vec * V, g);
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          if (c.index[k] < 0) {
-            continue;
-          }
-          const int64_t offset = value_base + c.index[k] * key_stride + vec * V;
-          acc_t v[V];
-          load_pack<scalar_t, V>(value + offset, v);
-          acc_t dot = 0;
-#pragma unroll
-          for (int i = 0; i < V; ++i) {
-            dot += g[i] * v[i];
-          }
-          grad_w += c.weight[k] * dot;
-          grad_x += c.d_dx[k] * dot;
-          grad_y += c.d_dy[k] * dot;
-          const acc_t cw = w * c.weight[k];
-          if (cw != acc_t(0)) {
-            acc_t contribution[V];
-#pragma unroll
-            for (int i = 0; i < V; ++i) {
-              contribution[i] = cw * g[i];
-            }
-            atomic_add_pack<V>(grad_value + offset, contribution);
-          }
-        }
-      }
-      for (int stride = lanes / 2; stride > 0; stride /= 2) {
-        grad_w += __shfl_xor_sync(mask, grad_w, stride, lanes);
-        grad_x += __shfl_xor_sync(mask, grad_x, stride, lanes);
-        grad_y += __shfl_xor_sync(mask, grad_y, stride, lanes);
-      }
-      if (lane == 0) {
-        grad_attn[s] = grad_w;
-        grad_loc[2 * s] = w * grad_x * static_cast<acc_t>(width);
-        grad_loc[2 * s + 1] = w * grad_y * static_cast<acc_t>(height);
-      }
-    }
-  }
-}
-
-bool aligned(const void* ptr, int64_t bytes) {
-  return reinterpret_cast<std::uintptr_t>(ptr) % static_cast<std::uintptr_t>(bytes) == 0;
-}
-
-// Channels per lane: a 16-byte vector when the channel count and every pointer allow it.
-template <typename scalar_t>
-int vector_width(int64_t channels, std::initializer_list<const void*> pointers) {
-  constexpr int wide = static_cast<int>(16 / sizeof(scalar_t));
-  if (channels % wide != 0) {
-    return 1;
-  }
-  for (const void* ptr : pointers) {
-    if (!aligned(ptr, 16)) {
-      return 1;
-    }
-  }
-  return wide;
-}
-
-// Lanes per (batch, query, head): enough to cover the channel vectors, at most a warp.
-int group_lanes(int64_t vectors) {
-  int lanes = 1;
-  while (lanes < kWarp && lanes < vectors) {
-    lanes *= 2;
-  }
-  return lanes;
-}
-
-unsigned int grid_size(const Dims& d, int lanes) {
-  const int64_t threads = d.batch * d.queries * d.heads * lanes;
-  const int64_t blocks = (threads + kThreads - 1) / kThreads;
-  TORCH_CHECK(blocks <= INT32_MAX, "msda: ", threads, " threads exceed one CUDA launch");
-  return static_cast<unsigned int>(blocks);
-}
-
-}  // namespace
 
 template <typename scalar_t>
 void launch_forward(
@@ -296,15 +17,15 @@ void launch_forward(
     const at::opmath_type<scalar_t>* attn,
     scalar_t* out,
     cudaStream_t stream) {
-  if (d.batch * d.queries * d.heads * d.channels == 0) {
+  using namespace kernels;
+  const LaunchPlan plan = plan_launch<scalar_t>(d, {value, out});
+  if (plan.blocks == 0) {
     return;
   }
-  constexpr int wide = static_cast<int>(16 / sizeof(scalar_t));
-  const int width = vector_width<scalar_t>(d.channels, {value, out});
-  const int lanes = group_lanes(d.channels / width);
-  const auto kernel = width == wide ? forward_kernel<scalar_t, wide> : forward_kernel<scalar_t, 1>;
-  kernel<<<grid_size(d, lanes), kThreads, 0, stream>>>(
-      d, lanes, value, shapes, starts, loc, attn, out);
+  const auto kernel = plan.width == kWide<scalar_t> ? forward_kernel<scalar_t, kWide<scalar_t>>
+                                                    : forward_kernel<scalar_t, 1>;
+  kernel<<<plan.blocks, kThreads, 0, stream>>>(d, plan.lanes, value, shapes, starts, loc, attn,
+                                               out);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -321,17 +42,16 @@ void launch_backward(
     at::opmath_type<scalar_t>* grad_loc,
     at::opmath_type<scalar_t>* grad_attn,
     cudaStream_t stream) {
-  if (d.batch * d.queries * d.heads * d.channels == 0) {
+  using namespace kernels;
+  // grad_value holds opmath values: a wide pack of it spans more bytes, aligned the same way.
+  const LaunchPlan plan = plan_launch<scalar_t>(d, {value, grad_out, grad_value});
+  if (plan.blocks == 0) {
     return;
   }
-  constexpr int wide = static_cast<int>(16 / sizeof(scalar_t));
-  // grad_value holds opmath values: a wide pack of it spans more bytes, aligned the same way.
-  const int width = vector_width<scalar_t>(d.channels, {value, grad_out, grad_value});
-  const int lanes = group_lanes(d.channels / width);
-  const auto kernel =
-      width == wide ? backward_kernel<scalar_t, wide> : backward_kernel<scalar_t, 1>;
-  kernel<<<grid_size(d, lanes), kThreads, 0, stream>>>(
-      d, lanes, grad_out, value, shapes, starts, loc, attn, grad_value, grad_loc, grad_attn);
+  const auto kernel = plan.width == kWide<scalar_t> ? backward_kernel<scalar_t, kWide<scalar_t>>
+                                                    : backward_kernel<scalar_t, 1>;
+  kernel<<<plan.blocks, kThreads, 0, stream>>>(d, plan.lanes, grad_out, value, shapes, starts,
+                                               loc, attn, grad_value, grad_loc, grad_attn);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
