@@ -102,8 +102,10 @@ def test_cache_key_covers_torch_cuda_arch_and_sources(monkeypatch: pytest.Monkey
     tools = build.find_toolchain()
     cuda = build.build_spec("cuda", tools)
     assert {"torch", "torch_cuda", "arch_list", "sources"} <= cuda.key.keys()
-    other_arch = build.build_spec("cuda", dataclasses.replace(tools, arch_list="7.5"))
+    monkeypatch.setenv(build.ARCH_ENV, "7.5")
+    other_arch = build.build_spec("cuda", tools)
     assert other_arch.directory != cuda.directory
+    monkeypatch.undo()
     assert build.build_spec("cpu", tools).directory != cuda.directory
     monkeypatch.setattr(torch, "__version__", "9.9.9")
     assert build.build_spec("cuda", tools).directory != cuda.directory
@@ -121,6 +123,11 @@ def test_cache_key_covers_torch_cuda_arch_and_sources(monkeypatch: pytest.Monkey
         ("8.6", (8, 0), False),
         ("9.0", (10, 0), False),
         ("7.5 8.0", (8, 0), True),
+        ("9.0a", (9, 0), True),
+        ("9.0a+PTX", (10, 0), False),  # arch-specific PTX runs on sm_90 only
+        ("10.0f", (10, 3), True),  # family: the same major
+        ("10.0f+PTX", (12, 0), False),
+        ("native", (9, 0), False),
     ],
 )
 def test_arch_list_coverage(arch_list: str, capability: tuple[int, int], covered: bool) -> None:
@@ -175,3 +182,72 @@ def test_failed_build_reports_the_folder(monkeypatch: pytest.MonkeyPatch, tmp_pa
     with pytest.raises(build.OpsBuildError, match=r"missing.cpp:1:1: error: .*build-ops --verbose"):
         build.build(spec)
     assert build.built_library(spec) is None
+
+
+def _fake_gpus(
+    monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], torch_archs: list[str]
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: torch_archs)
+
+
+@pytest.mark.parametrize(
+    ("configured", "capability", "expected"),
+    [
+        (None, (9, 0), "9.0+PTX"),
+        ("native", (8, 6), "8.6+PTX"),
+        (None, (13, 0), "12.0+PTX"),  # newer than torch knows: its newest arch, with PTX
+        ("8.0;9.0", (9, 0), "8.0;9.0"),
+    ],
+)
+def test_cuda_arch_list_follows_torch(
+    monkeypatch: pytest.MonkeyPatch,
+    configured: str | None,
+    capability: tuple[int, int],
+    expected: str,
+) -> None:
+    _fake_gpus(monkeypatch, capability, ["sm_80", "sm_90", "sm_120", "compute_120"])
+    if configured is None:
+        monkeypatch.delenv(build.ARCH_ENV, raising=False)
+    else:
+        monkeypatch.setenv(build.ARCH_ENV, configured)
+    arch_list, _ = build.cuda_arch_list()
+    assert arch_list == expected
+    assert build.arch_mismatch(arch_list) is None
+
+
+def test_arch_list_missing_the_gpu_falls_back_with_the_fix(
+    monkeypatch: pytest.MonkeyPatch, fresh_state: backends._State
+) -> None:
+    _fake_gpus(monkeypatch, (9, 0), ["sm_80", "sm_90"])
+    monkeypatch.setenv(build.ARCH_ENV, "8.0;8.6")
+    with pytest.warns(RuntimeWarning, match=r"sm_90\): add 9.0 to \$TORCH_CUDA_ARCH_LIST"):
+        assert not backends.ensure_compiled("cuda")
+    assert "does not cover the visible GPU" in str(backends.failure("cuda"))
+
+
+def test_cpu_backend_never_initializes_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_cuda(*args: object) -> None:
+        raise AssertionError("CUDA queried for the CPU kernel")
+
+    for name in ("is_available", "device_count", "get_device_capability"):
+        monkeypatch.setattr(torch.cuda, name, no_cuda)
+    build.find_toolchain.cache_clear()
+    try:
+        assert build.build_spec("cpu").backend == "cpu"
+    finally:
+        build.find_toolchain.cache_clear()
+
+
+def test_unknown_arch_is_a_build_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch.utils import cpp_extension
+
+    def unknown_arch(**kwargs: object) -> None:
+        raise ValueError("Unknown CUDA arch (10.0f) or GPU not supported")
+
+    monkeypatch.setattr(cpp_extension, "load", unknown_arch)
+    spec = build.build_spec("cpu")
+    with pytest.raises(build.OpsBuildError, match=r"Unknown CUDA arch \(10.0f\)"):
+        build.build(spec)

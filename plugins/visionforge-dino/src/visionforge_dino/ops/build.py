@@ -38,7 +38,10 @@ ARCH_ENV = "TORCH_CUDA_ARCH_LIST"
 # L4/RTX 40xx, H100, plus PTX so that newer GPUs JIT-compile it.
 DEFAULT_ARCH_LIST = "8.0;8.6;8.9;9.0+PTX"
 SOURCE_DIR = Path(__file__).parent / "csrc"
-_HEADERS = ("msda_common.h", "msda_checks.h", "msda_cuda.h", "msda_cuda_kernels.cuh")
+_HEADERS = {
+    "cpu": ("msda_common.h", "msda_checks.h"),
+    "cuda": ("msda_common.h", "msda_checks.h", "msda_cuda.h", "msda_cuda_kernels.cuh"),
+}
 _SOURCES = {"cpu": ("msda_cpu.cpp",), "cuda": ("msda_cuda.cpp", "msda_cuda_kernels.cu")}
 LIBRARY_NAMES = {"cpu": "visionforge_msda_cpu", "cuda": "visionforge_msda_cuda"}
 MARKER = "build.json"
@@ -65,8 +68,6 @@ class Toolchain:
     ninja: str | None
     cuda_home: str | None
     nvcc_version: str | None
-    arch_list: str
-    arch_source: str
 
 
 def _first_line(command: list[str]) -> str | None:
@@ -109,17 +110,53 @@ def _find_cuda_home() -> str | None:
     return None
 
 
-def _arch_list() -> tuple[str, str]:
-    """The CUDA arch list to build for and where it came from."""
+def visible_capabilities() -> list[tuple[int, int]]:
+    """Compute capabilities of the visible GPUs, sorted, without repeats."""
+    if not torch.cuda.is_available():
+        return []
+    return sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+
+
+def _newest_torch_arch() -> tuple[int, int]:
+    """The newest GPU arch this torch build ships kernels for (e.g. sm_120 -> (12, 0))."""
+    numbers = [
+        int(re.sub(r"\D", "", arch[3:]) or 0)
+        for arch in torch.cuda.get_arch_list()
+        if arch.startswith("sm_")
+    ]
+    return max(((n // 10, n % 10) for n in numbers if n), default=(9, 0))
+
+
+def cuda_arch_list() -> tuple[str, str]:
+    """The CUDA arch list to build for and where it came from.
+
+    ``$TORCH_CUDA_ARCH_LIST`` wins (``native`` means the visible GPUs); else the visible GPUs,
+    clamped to the newest arch this torch knows with PTX on the last, as torch does; else
+    :data:`DEFAULT_ARCH_LIST`. Only called for CUDA builds: it initializes CUDA.
+    """
     configured = os.environ.get(ARCH_ENV, "").strip()
-    if configured:
+    if configured and configured != "native":
         return configured, f"${ARCH_ENV}"
-    if torch.cuda.is_available():
-        caps = sorted(
-            {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
-        )
-        return ";".join(f"{major}.{minor}" for major, minor in caps), "visible GPUs"
+    capabilities = visible_capabilities()
+    if capabilities:
+        newest = _newest_torch_arch()
+        archs = sorted({min(capability, newest) for capability in capabilities})
+        listed = [f"{major}.{minor}" for major, minor in archs]
+        return ";".join(listed) + "+PTX", "visible GPUs"
     return DEFAULT_ARCH_LIST, "default (no GPU visible)"
+
+
+def arch_mismatch(arch_list: str) -> str | None:
+    """Why a build for ``arch_list`` cannot run on a visible GPU, with the fix; else ``None``."""
+    uncovered = [c for c in visible_capabilities() if not arch_list_covers(arch_list, c)]
+    if not uncovered:
+        return None
+    names = ", ".join(f"sm_{major}{minor}" for major, minor in uncovered)
+    wanted = ";".join(f"{major}.{minor}" for major, minor in uncovered)
+    return (
+        f"the CUDA arch list {arch_list!r} does not cover the visible GPU ({names}): add "
+        f"{wanted} to ${ARCH_ENV} or unset it"
+    )
 
 
 def _find_ninja() -> str | None:
@@ -139,15 +176,12 @@ def find_toolchain() -> Toolchain:
     """Detect the C++ compiler, ninja and the CUDA toolkit (cached per process)."""
     cxx = shutil.which(os.environ.get("CXX", "").strip() or "c++")
     cuda_home = _find_cuda_home()
-    arch_list, arch_source = _arch_list()
     return Toolchain(
         cxx=cxx,
         cxx_version=_first_line([cxx, "--version"]) if cxx else None,
         ninja=_find_ninja(),
         cuda_home=cuda_home,
         nvcc_version=_nvcc_version(Path(cuda_home) / "bin" / "nvcc") if cuda_home else None,
-        arch_list=arch_list,
-        arch_source=arch_source,
     )
 
 
@@ -231,7 +265,7 @@ def _openmp_flags() -> list[str]:
 def sources_digest(backend: str) -> str:
     """sha256 over the backend's sources and the shared headers."""
     digest = hashlib.sha256()
-    for name in (*_HEADERS, *_SOURCES[backend]):
+    for name in (*_HEADERS[backend], *_SOURCES[backend]):
         digest.update(name.encode())
         digest.update((SOURCE_DIR / name).read_bytes())
     return digest.hexdigest()
@@ -256,7 +290,7 @@ def build_spec(backend: str, tools: Toolchain | None = None) -> BuildSpec:
         "sources": sources_digest(backend),
     }
     if backend == "cuda":
-        key["arch_list"] = tools.arch_list
+        key["arch_list"] = cuda_arch_list()[0]
     return BuildSpec(
         backend=backend,
         sources=tuple(SOURCE_DIR / name for name in _SOURCES[backend]),
@@ -277,24 +311,23 @@ def _read_marker(directory: Path) -> dict[str, Any] | None:
     return record
 
 
-def _parse_arch(entry: str) -> tuple[int, int, bool] | None:
-    match = re.fullmatch(r"(\d+)\.(\d+)[a-z]?(\+PTX)?", entry.strip())
+def _arch_entry_covers(entry: str, capability: tuple[int, int]) -> bool:
+    match = re.fullmatch(r"(\d+)\.(\d+)([af]?)(\+PTX)?", entry.strip())
     if not match:
-        return None
-    return int(match.group(1)), int(match.group(2)), bool(match.group(3))
+        return False
+    arch = (int(match.group(1)), int(match.group(2)))
+    if match.group(3) == "a":  # arch-specific: that exact GPU only, PTX included
+        return arch == capability
+    same_family = arch[0] == capability[0]
+    ptx = bool(match.group(4)) and match.group(3) != "f"
+    return arch <= capability and (same_family or ptx)
 
 
 def arch_list_covers(arch_list: str, capability: tuple[int, int]) -> bool:
     """Whether a build for ``arch_list`` runs on a GPU of ``capability``: a binary for the
-    same major version and an equal or lower minor one, or PTX for an equal or lower one."""
-    for entry in re.split(r"[;\s]+", arch_list):
-        parsed = _parse_arch(entry)
-        if parsed is None:
-            continue
-        major, minor, ptx = parsed
-        if (major, minor) <= capability and (ptx or major == capability[0]):
-            return True
-    return False
+    same major version and an equal or lower minor one, or PTX for an equal or lower one
+    ("a" entries such as 9.0a run on that exact arch only, "f" ones within their major)."""
+    return any(_arch_entry_covers(entry, capability) for entry in re.split(r"[;\s]+", arch_list))
 
 
 def built_library(spec: BuildSpec) -> Path | None:
@@ -306,9 +339,9 @@ def built_library(spec: BuildSpec) -> Path | None:
     record = _read_marker(spec.directory)
     if record is not None:
         return spec.directory / str(record["library"])
-    if spec.backend != "cuda" or not torch.cuda.is_available():
+    capabilities = visible_capabilities() if spec.backend == "cuda" else []
+    if not capabilities:
         return None
-    capabilities = {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
     wanted = {name: value for name, value in spec.key.items() if name != "arch_list"}
     for directory in sorted(cache_root().glob(f"{spec.backend}-torch*")):
         record = _read_marker(directory)
@@ -328,7 +361,7 @@ def load_library(library: Path) -> None:
 
 
 @contextlib.contextmanager
-def _build_environment(backend: str, tools: Toolchain) -> Iterator[None]:
+def _build_environment(spec: BuildSpec, tools: Toolchain) -> Iterator[None]:
     """Put ninja on PATH and, for CUDA, point cpp_extension at the detected toolkit and
     arch list, for the duration of one build."""
     from torch.utils import cpp_extension
@@ -338,9 +371,9 @@ def _build_environment(backend: str, tools: Toolchain) -> Iterator[None]:
     if tools.ninja:
         ninja_dir = str(Path(tools.ninja).parent)
         os.environ["PATH"] = os.pathsep.join([ninja_dir, os.environ.get("PATH", "")])
-    if backend == "cuda":
+    if spec.backend == "cuda":
         cpp_extension.CUDA_HOME = tools.cuda_home
-        os.environ[ARCH_ENV] = tools.arch_list
+        os.environ[ARCH_ENV] = str(spec.key["arch_list"])
     try:
         yield
     finally:
@@ -375,7 +408,7 @@ def build(spec: BuildSpec, tools: Toolchain | None = None, *, verbose: bool = Fa
     spec.directory.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
-        with _build_environment(spec.backend, tools):
+        with _build_environment(spec, tools):
             library = cpp_extension.load(
                 name=spec.name,
                 sources=[str(source) for source in spec.sources],
@@ -387,7 +420,8 @@ def build(spec: BuildSpec, tools: Toolchain | None = None, *, verbose: bool = Fa
                 is_python_module=False,
                 verbose=verbose,
             )
-    except (RuntimeError, OSError, subprocess.SubprocessError) as err:
+    except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as err:
+        # cpp_extension raises ValueError for an arch list it does not know
         raise OpsBuildError(
             f"building the {spec.backend} kernel in {spec.directory} failed "
             f"({_first_error(str(err)) or type(err).__name__}); rerun "

@@ -82,6 +82,9 @@ def _self_check(backend: str) -> str:
 
 def _backend_status(backend: str, tools: build.Toolchain, check: bool) -> BackendStatus:
     spec = build.build_spec(backend, tools)
+    mismatch = build.arch_mismatch(str(spec.key["arch_list"])) if backend == "cuda" else None
+    if mismatch:
+        return BackendStatus(backend, "unavailable", "cannot run on the visible GPU", fix=mismatch)
     library = build.built_library(spec)
     missing = build.missing_requirement(backend, tools)
     if library is not None:
@@ -120,6 +123,7 @@ def diagnose(*, check: bool = True) -> Report:
     tools = build.find_toolchain()
     report = Report()
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    arch_list, arch_source = build.cuda_arch_list()
     report.facts = [
         ("torch", f"{torch.__version__} (CUDA {torch.version.cuda or 'none: CPU-only build'})"),
         ("GPUs", ", ".join(gpus) if gpus else "none visible"),
@@ -129,7 +133,7 @@ def diagnose(*, check: bool = True) -> Report:
             "CUDA toolkit",
             f"{tools.cuda_home} (nvcc {tools.nvcc_version})" if tools.cuda_home else "not found",
         ),
-        ("CUDA arch list", f"{tools.arch_list} (from {tools.arch_source})"),
+        ("CUDA arch list", f"{arch_list} (from {arch_source})"),
         ("cache", f"{build.cache_root()} (${build.CACHE_ENV} moves it)"),
     ]
     statuses = {name: _backend_status(name, tools, check) for name in build.COMPILED_BACKENDS}
