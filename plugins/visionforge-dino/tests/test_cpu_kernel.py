@@ -219,3 +219,32 @@ def test_bad_inputs_name_the_problem(
         multi_scale_deformable_attention(
             args["value"], args["shapes"], None, args["locations"], args["weights"]
         )
+
+
+@pytest.mark.parametrize("backend", ["cpu", "pytorch"])
+@pytest.mark.parametrize("starts", [[0, 8], torch.tensor([0, 8]), (1, 9)])
+def test_wrong_level_start_index_names_the_expected_one(
+    backend: str, starts: Any, inputs_factory: Any
+) -> None:
+    inputs = inputs_factory([(3, 3), (1, 1)], dtype=torch.float32)
+    with pytest.raises(MSDAInputError, match=r"level_start_index \[\d, \d\] .* \[0, 9\]"):
+        multi_scale_deformable_attention(
+            inputs.value,
+            inputs.spatial_shapes,
+            starts,
+            inputs.sampling_locations,
+            inputs.attention_weights,
+            backend=backend,
+        )
+
+
+def test_levels_unreadable_on_the_host_are_asserted_on_the_device() -> None:
+    from visionforge_dino.ops.functional import _assert_levels_on_device
+
+    shapes = torch.tensor([[3, 3], [1, 1]])
+    _assert_levels_on_device(shapes, torch.tensor([0, 9]), keys=10)
+    for starts, keys in ((torch.tensor([0, 8]), 10), (torch.tensor([0, 9]), 11)):
+        with pytest.raises(RuntimeError, match=r"do not match value \(S=\d+\)"):
+            _assert_levels_on_device(shapes, starts, keys=keys)
+    with pytest.raises(RuntimeError, match="h, w >= 1"):
+        _assert_levels_on_device(torch.tensor([[0, 3], [10, 1]]), torch.tensor([0, 0]), keys=10)

@@ -9,6 +9,7 @@ import torch
 
 from visionforge.errors import ConfigError
 from visionforge_dino.ops import MSDAInputError, MultiScaleDeformableAttention
+from visionforge_dino.ops.functional import level_tensors
 
 SHAPES = [(6, 8), (3, 4), (2, 2), (1, 1)]
 KEYS = sum(h * w for h, w in SHAPES)
@@ -107,3 +108,19 @@ def test_bad_configuration_and_inputs() -> None:
         layer(query, reference, value, SHAPES, key_padding_mask=torch.zeros(2, 3, dtype=torch.bool))
     with pytest.raises(MSDAInputError, match="embed_dim=32"):
         layer(query[..., :16], reference, value, SHAPES)
+
+
+def test_level_tensors_are_copied_once_and_work_after_inference_mode() -> None:
+    shapes = [(4, 5), (2, 3)]
+    with torch.inference_mode():
+        first = level_tensors(shapes, torch.device("cpu"))
+    again = level_tensors([(4, 5), (2, 3)], torch.device("cpu"))
+    assert again[0] is first[0] and again[1] is first[1]
+    assert again[1].tolist() == [0, 20] and not again[0].is_inference()
+    layer = MultiScaleDeformableAttention(embed_dim=16, num_heads=2, num_levels=2, num_points=2)
+    query, value = torch.randn(1, 3, 16), torch.randn(1, 26, 16)
+    points = torch.rand(1, 3, 2, 2)
+    with torch.inference_mode():
+        layer(query, points, value, shapes)
+    layer(query, points, value, shapes).sum().backward()
+    assert layer.value_proj.weight.grad is not None

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from typing import cast
 
 import torch
 from torch import Tensor
@@ -71,8 +71,11 @@ def _check(
     levels = sampling_locations.shape[3]
     if isinstance(spatial_shapes, Tensor) and tuple(spatial_shapes.shape) != (levels, 2):
         raise _fail(f"spatial_shapes has shape {tuple(spatial_shapes.shape)} for {levels} levels")
-    if shapes is None:
-        return
+    if shapes is not None:
+        _check_levels(shapes, levels, keys)
+
+
+def _check_levels(shapes: list[tuple[int, int]], levels: int, keys: int) -> None:
     if len(shapes) != levels:
         raise _fail(f"spatial_shapes lists {len(shapes)} levels, sampling_locations {levels}")
     if any(h < 1 or w < 1 for h, w in shapes):
@@ -82,9 +85,66 @@ def _check(
         raise _fail(f"spatial_shapes {shapes} cover {total} keys but value has S={keys}")
 
 
+def _static_starts(level_start_index: Tensor | Sequence[int] | None) -> list[int] | None:
+    """``level_start_index`` as Python ints when given and readable without a device sync."""
+    if level_start_index is None:
+        return None
+    if isinstance(level_start_index, Tensor):
+        if level_start_index.device.type != "cpu" or torch.compiler.is_compiling():
+            return None
+        return [int(start) for start in level_start_index.reshape(-1).tolist()]
+    return [int(start) for start in level_start_index]
+
+
+def _check_starts(starts: list[int], shapes: list[tuple[int, int]]) -> None:
+    expected = [sum(h * w for h, w in shapes[:level]) for level in range(len(shapes))]
+    if starts != expected:
+        raise _fail(
+            f"level_start_index {starts} does not match spatial_shapes {shapes}: each level "
+            f"starts where the previous ones end, {expected} (or pass None to compute it)"
+        )
+
+
 def _level_starts(shapes_tensor: Tensor) -> Tensor:
     sizes = shapes_tensor[:, 0] * shapes_tensor[:, 1]
     return torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_level_tensors(
+    shapes: tuple[tuple[int, int], ...], device: torch.device
+) -> tuple[Tensor, Tensor]:
+    with torch.inference_mode(False):  # normal tensors, usable by later autograd calls
+        shapes_tensor = torch.tensor(shapes, dtype=torch.long, device=device)
+        return shapes_tensor, _level_starts(shapes_tensor)
+
+
+def level_tensors(spatial_shapes: SpatialShapes, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``spatial_shapes`` as an int64 ``[levels, 2]`` tensor on ``device``, and each level's
+    first key. Shapes given as Python ints are copied to each device once and reused: a
+    host-to-device copy in every call would wait for the GPU every call."""
+    if isinstance(spatial_shapes, Tensor):
+        shapes_tensor = spatial_shapes.to(device=device, dtype=torch.long)
+        return shapes_tensor, _level_starts(shapes_tensor)
+    shapes = tuple((int(h), int(w)) for h, w in spatial_shapes)
+    if torch.compiler.is_compiling():
+        shapes_tensor = torch.tensor(shapes, dtype=torch.long, device=device)
+        return shapes_tensor, _level_starts(shapes_tensor)
+    return _cached_level_tensors(shapes, torch.device(device))
+
+
+def _assert_levels_on_device(shapes_tensor: Tensor, starts: Tensor, keys: int) -> None:
+    """Checks level shapes and starts that live on a GPU without waiting for it: a mismatch
+    fails later as a device-side assert instead of reading outside ``value``."""
+    sizes = shapes_tensor[:, 0] * shapes_tensor[:, 1]
+    running = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+    valid = (shapes_tensor.min() >= 1) & (sizes.sum() == keys) & (starts == running).all()
+    torch._assert_async(
+        valid,
+        "multi_scale_deformable_attention: spatial_shapes / level_start_index do not match "
+        f"value (S={keys}): every level needs h, w >= 1, sum(h * w) must be S and each level "
+        "must start where the previous ones end",
+    )
 
 
 def multi_scale_deformable_attention(
@@ -110,24 +170,33 @@ def multi_scale_deformable_attention(
     """
     shapes = _static_shapes(spatial_shapes)
     _check(value, spatial_shapes, shapes, sampling_locations, attention_weights)
+    starts_given = _static_starts(level_start_index)
+    if shapes is not None and starts_given is not None:
+        _check_starts(starts_given, shapes)
     if torch.onnx.is_in_onnx_export():
         chosen = "pytorch"
     else:
         chosen = select_backend(value.device.type, backend)
     if chosen == "pytorch":
-        if shapes is None:
-            shapes = [(int(h), int(w)) for h, w in cast(Tensor, spatial_shapes).tolist()]
+        compiling = torch.compiler.is_compiling()
+        if shapes is None:  # the reference needs the shapes on the host anyway
+            assert isinstance(spatial_shapes, Tensor)
+            shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+            _check_levels(shapes, sampling_locations.shape[3], value.shape[1])
+        if level_start_index is not None and starts_given is None and not compiling:
+            _check_starts([int(s) for s in torch.as_tensor(level_start_index).tolist()], shapes)
         return ms_deform_attn_pytorch(value, shapes, sampling_locations, attention_weights)
 
     from visionforge_dino.ops.custom_op import ms_deform_attn
 
-    shapes_tensor = torch.as_tensor(
-        spatial_shapes if shapes is None else shapes, dtype=torch.long, device=value.device
+    shapes_tensor, starts = level_tensors(
+        spatial_shapes if shapes is None else shapes, value.device
     )
-    if level_start_index is None:
-        starts = _level_starts(shapes_tensor)
-    else:
-        starts = torch.as_tensor(level_start_index, dtype=torch.long, device=value.device)
+    checked_on_host = shapes is not None and (level_start_index is None or starts_given is not None)
+    if not checked_on_host:
+        if level_start_index is not None:
+            starts = torch.as_tensor(level_start_index, dtype=torch.long, device=value.device)
+        _assert_levels_on_device(shapes_tensor, starts.reshape(-1), value.shape[1])
     # Locations and weights stay in fp32 under fp16/bf16 values: a bf16 location is off by
     # up to half a pixel on a 100-pixel level.
     acc_dtype = torch.float64 if value.dtype == torch.float64 else torch.float32

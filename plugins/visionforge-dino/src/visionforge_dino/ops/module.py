@@ -10,7 +10,11 @@ from torch import Tensor, nn
 
 from visionforge.errors import ConfigError
 from visionforge_dino.ops.errors import MSDAInputError
-from visionforge_dino.ops.functional import SpatialShapes, multi_scale_deformable_attention
+from visionforge_dino.ops.functional import (
+    SpatialShapes,
+    level_tensors,
+    multi_scale_deformable_attention,
+)
 
 
 class MultiScaleDeformableAttention(nn.Module):
@@ -128,7 +132,7 @@ class MultiScaleDeformableAttention(nn.Module):
         weights = weights.view(sample_shape)
 
         if reference_points.shape[-1] == 2:
-            shapes = torch.as_tensor(spatial_shapes, device=query.device)
+            shapes, _ = level_tensors(spatial_shapes, query.device)
             # offsets are in pixels of each level: normalize by (w, h)
             normalizer = shapes.flip(-1).to(offsets.dtype)
             locations = (
