@@ -196,7 +196,10 @@ def test_random_shapes_match_reference(
     dtype = case.pop("dtype")
     misalign = case.pop("misalign")
     inputs = inputs_factory(case.pop("shapes"), **case)
-    grad = torch.randn(case["batch"], case["queries"], case["heads"] * case["dim"]).double()
+    generator = torch.Generator().manual_seed(case["seed"])
+    grad = torch.randn(
+        case["batch"], case["queries"], case["heads"] * case["dim"], generator=generator
+    )
     got = _emulated(emulator, inputs, dtype, grad, misalign=misalign)
     _assert_parity(got, _reference(inputs, dtype, grad), dtype)
 
