@@ -38,9 +38,10 @@ class S3Server:
         }
 
     def client(self):  # type: ignore[no-untyped-def]
-        import boto3
+        """A botocore S3 client (botocore comes with s3fs, through aiobotocore)."""
+        import botocore.session
 
-        return boto3.client(
+        return botocore.session.get_session().create_client(
             "s3",
             endpoint_url=self.endpoint,
             aws_access_key_id=self.key,
