@@ -22,8 +22,7 @@ void launch_forward(
   if (plan.blocks == 0) {
     return;
   }
-  const auto kernel = plan.width == kWide<scalar_t> ? forward_kernel<scalar_t, kWide<scalar_t>>
-                                                    : forward_kernel<scalar_t, 1>;
+  const auto kernel = forward_kernel_for<scalar_t>(plan);
   kernel<<<plan.blocks, kThreads, 0, stream>>>(d, plan.lanes, value, shapes, starts, loc, attn,
                                                out);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -48,8 +47,7 @@ void launch_backward(
   if (plan.blocks == 0) {
     return;
   }
-  const auto kernel = plan.width == kWide<scalar_t> ? backward_kernel<scalar_t, kWide<scalar_t>>
-                                                    : backward_kernel<scalar_t, 1>;
+  const auto kernel = backward_kernel_for<scalar_t>(plan);
   kernel<<<plan.blocks, kThreads, 0, stream>>>(d, plan.lanes, grad_out, value, shapes, starts,
                                                loc, attn, grad_value, grad_loc, grad_attn);
   C10_CUDA_KERNEL_LAUNCH_CHECK();

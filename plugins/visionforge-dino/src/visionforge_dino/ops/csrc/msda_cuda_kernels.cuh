@@ -104,6 +104,33 @@ __device__ __forceinline__ unsigned group_mask(int lanes) {
   return ((1u << lanes) - 1u) << first;
 }
 
+// One lane's place: its group, a (batch, query, head) = (b * queries + q) * heads + h; its lane
+// in the group; where value[b, key, h, :] starts (value_base + key * key_stride); and the
+// group's first sample.
+struct GroupSlice {
+  int64_t group;
+  int lane;
+  int64_t key_stride;
+  int64_t value_base;
+  int64_t first_sample;
+};
+
+// Fills `g` for this thread; false past the last group (whole groups leave together).
+__device__ __forceinline__ bool locate_group(const Dims& d, int lanes, GroupSlice& g) {
+  const int64_t thread = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  g.group = thread / lanes;
+  g.lane = static_cast<int>(thread % lanes);
+  if (g.group >= d.batch * d.queries * d.heads) {
+    return false;
+  }
+  const int64_t h = g.group % d.heads;
+  const int64_t b = g.group / (d.heads * d.queries);
+  g.key_stride = d.heads * d.channels;
+  g.value_base = (b * d.keys * d.heads + h) * d.channels;
+  g.first_sample = g.group * d.levels * d.points;
+  return true;
+}
+
 template <typename scalar_t, int V>
 __global__ void __launch_bounds__(kThreads) forward_kernel(
     const Dims d,
@@ -115,20 +142,12 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(
     const at::opmath_type<scalar_t>* __restrict__ attn,
     scalar_t* __restrict__ out) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t thread = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t group = thread / lanes;  // = (b * queries + q) * heads + h
-  const int lane = static_cast<int>(thread % lanes);
-  if (group >= d.batch * d.queries * d.heads) {
+  GroupSlice g;
+  if (!locate_group(d, lanes, g)) {
     return;
   }
-  const int64_t h = group % d.heads;
-  const int64_t b = group / (d.heads * d.queries);
-  // value[b, key, h, :] starts at value_base + key * key_stride
-  const int64_t key_stride = d.heads * d.channels;
-  const int64_t value_base = (b * d.keys * d.heads + h) * d.channels;
   const int64_t vectors = d.channels / V;
-  const int64_t first_sample = group * d.levels * d.points;
-  for (int64_t vec = lane; vec < vectors; vec += lanes) {
+  for (int64_t vec = g.lane; vec < vectors; vec += lanes) {
     acc_t acc[V];
 #pragma unroll
     for (int i = 0; i < V; ++i) {
@@ -139,7 +158,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(
       const int64_t width = shapes[2 * l + 1];
       const int64_t start = starts[l];
       for (int64_t p = 0; p < d.points; ++p) {
-        const int64_t s = first_sample + l * d.points + p;
+        const int64_t s = g.first_sample + l * d.points + p;
         Corners<acc_t> c;
         if (!bilinear_corners(loc[2 * s], loc[2 * s + 1], height, width, start, c)) {
           continue;
@@ -152,7 +171,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(
             continue;
           }
           acc_t v[V];
-          load_pack<scalar_t, V>(value + value_base + c.index[k] * key_stride + vec * V, v);
+          load_pack<scalar_t, V>(value + g.value_base + c.index[k] * g.key_stride + vec * V, v);
 #pragma unroll
           for (int i = 0; i < V; ++i) {
             acc[i] += cw * v[i];
@@ -160,7 +179,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(
         }
       }
     }
-    store_pack<scalar_t, V>(out + group * d.channels + vec * V, acc);
+    store_pack<scalar_t, V>(out + g.group * d.channels + vec * V, acc);
   }
 }
 
@@ -178,26 +197,19 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
     at::opmath_type<scalar_t>* __restrict__ grad_loc,
     at::opmath_type<scalar_t>* __restrict__ grad_attn) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t thread = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t group = thread / lanes;
-  const int lane = static_cast<int>(thread % lanes);
+  GroupSlice g;
   // Whole groups leave together, so the shuffles below only involve live lanes.
-  if (group >= d.batch * d.queries * d.heads) {
+  if (!locate_group(d, lanes, g)) {
     return;
   }
   const unsigned mask = group_mask(lanes);
-  const int64_t h = group % d.heads;
-  const int64_t b = group / (d.heads * d.queries);
-  const int64_t key_stride = d.heads * d.channels;
-  const int64_t value_base = (b * d.keys * d.heads + h) * d.channels;
   const int64_t vectors = d.channels / V;
-  const int64_t first_sample = group * d.levels * d.points;
   for (int64_t l = 0; l < d.levels; ++l) {
     const int64_t height = shapes[2 * l];
     const int64_t width = shapes[2 * l + 1];
     const int64_t start = starts[l];
     for (int64_t p = 0; p < d.points; ++p) {
-      const int64_t s = first_sample + l * d.points + p;
+      const int64_t s = g.first_sample + l * d.points + p;
       Corners<acc_t> c;
       // The location is shared by the group, so the whole group skips together.
       if (!bilinear_corners(loc[2 * s], loc[2 * s + 1], height, width, start, c)) {
@@ -207,21 +219,21 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
       acc_t grad_w = 0;
       acc_t grad_x = 0;
       acc_t grad_y = 0;
-      for (int64_t vec = lane; vec < vectors; vec += lanes) {
-        acc_t g[V];
-        load_pack<scalar_t, V>(grad_out + group * d.channels + vec * V, g);
+      for (int64_t vec = g.lane; vec < vectors; vec += lanes) {
+        acc_t go[V];
+        load_pack<scalar_t, V>(grad_out + g.group * d.channels + vec * V, go);
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
           if (c.index[k] < 0) {
             continue;
           }
-          const int64_t offset = value_base + c.index[k] * key_stride + vec * V;
+          const int64_t offset = g.value_base + c.index[k] * g.key_stride + vec * V;
           acc_t v[V];
           load_pack<scalar_t, V>(value + offset, v);
           acc_t dot = 0;
 #pragma unroll
           for (int i = 0; i < V; ++i) {
-            dot += g[i] * v[i];
+            dot += go[i] * v[i];
           }
           grad_w += c.weight[k] * dot;
           grad_x += c.d_dx[k] * dot;
@@ -231,7 +243,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
             acc_t contribution[V];
 #pragma unroll
             for (int i = 0; i < V; ++i) {
-              contribution[i] = cw * g[i];
+              contribution[i] = cw * go[i];
             }
             atomic_add_pack<V>(grad_value + offset, contribution);
           }
@@ -242,7 +254,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
         grad_x += __shfl_xor_sync(mask, grad_x, stride, lanes);
         grad_y += __shfl_xor_sync(mask, grad_y, stride, lanes);
       }
-      if (lane == 0) {
+      if (g.lane == 0) {
         grad_attn[s] = grad_w;
         grad_loc[2 * s] = w * grad_x * static_cast<acc_t>(width);
         grad_loc[2 * s + 1] = w * grad_y * static_cast<acc_t>(height);
@@ -293,6 +305,19 @@ LaunchPlan plan_launch(const Dims& d, std::initializer_list<const void*> pointer
   const int64_t blocks = (threads + kThreads - 1) / kThreads;
   TORCH_CHECK(blocks <= INT32_MAX, "msda: ", threads, " threads exceed one CUDA launch");
   return {width, lanes, static_cast<unsigned int>(blocks)};
+}
+
+// The kernels for a plan: the 16-byte-vector instantiation when the plan's width allows it.
+template <typename scalar_t>
+auto forward_kernel_for(const LaunchPlan& plan) {
+  return plan.width == kWide<scalar_t> ? forward_kernel<scalar_t, kWide<scalar_t>>
+                                       : forward_kernel<scalar_t, 1>;
+}
+
+template <typename scalar_t>
+auto backward_kernel_for(const LaunchPlan& plan) {
+  return plan.width == kWide<scalar_t> ? backward_kernel<scalar_t, kWide<scalar_t>>
+                                       : backward_kernel<scalar_t, 1>;
 }
 
 }  // namespace kernels
