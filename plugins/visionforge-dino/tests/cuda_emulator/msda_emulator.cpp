@@ -16,7 +16,7 @@
 #include <tuple>
 #include <vector>
 
-#include "msda_checks.h"
+#include "msda_host.h"
 #include "msda_cuda_kernels.cuh"
 
 namespace visionforge_msda {
@@ -95,6 +95,33 @@ struct Guarded {
 
 constexpr double kSentinel = -4096.0;  // exact in every floating dtype
 
+// Emulates the CUDA launchers: the plan from the same pointers, then the kernel it selects.
+struct EmulatedForward {
+  template <typename scalar_t, typename acc_t>
+  void operator()(const Dims& d, const scalar_t* value, const int64_t* shapes,
+                  const int64_t* starts, const acc_t* loc, const acc_t* attn,
+                  scalar_t* out) const {
+    const LaunchPlan plan = kernels::plan_launch<scalar_t>(d, {value, out});
+    const auto kernel = kernels::forward_kernel_for<scalar_t>(plan);
+    emulate_launch(plan, [&] { kernel(d, plan.lanes, value, shapes, starts, loc, attn, out); });
+  }
+};
+
+struct EmulatedBackward {
+  template <typename scalar_t, typename acc_t>
+  void operator()(const Dims& d, const scalar_t* grad_out, const scalar_t* value,
+                  const int64_t* shapes, const int64_t* starts, const acc_t* loc,
+                  const acc_t* attn, acc_t* grad_value, acc_t* grad_loc,
+                  acc_t* grad_attn) const {
+    const LaunchPlan plan = kernels::plan_launch<scalar_t>(d, {value, grad_out, grad_value});
+    const auto kernel = kernels::backward_kernel_for<scalar_t>(plan);
+    emulate_launch(plan, [&] {
+      kernel(d, plan.lanes, grad_out, value, shapes, starts, loc, attn, grad_value, grad_loc,
+             grad_attn);
+    });
+  }
+};
+
 at::Tensor forward_emulated(
     const at::Tensor& value_in,
     const at::Tensor& spatial_shapes_in,
@@ -105,25 +132,7 @@ at::Tensor forward_emulated(
                                       sampling_locations_in, attention_weights_in);
   const Guarded out({in.d.batch, in.d.queries, in.d.heads * in.d.channels}, in.value.options(),
                     std::numeric_limits<double>::quiet_NaN(), kSentinel);
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, in.value.scalar_type(), "msda_forward_emulated", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        constexpr int wide = kernels::kWide<scalar_t>;
-        const scalar_t* value = in.value.const_data_ptr<scalar_t>();
-        scalar_t* result = out.tensor.mutable_data_ptr<scalar_t>();
-        const LaunchPlan plan = kernels::plan_launch<scalar_t>(in.d, {value, result});
-        const auto args = std::make_tuple(
-            in.d, plan.lanes, value, in.shapes.const_data_ptr<int64_t>(),
-            in.starts.const_data_ptr<int64_t>(), in.loc.const_data_ptr<acc_t>(),
-            in.attn.const_data_ptr<acc_t>(), result);
-        emulate_launch(plan, [&] {
-          if (plan.width == wide) {
-            std::apply(kernels::forward_kernel<scalar_t, wide>, args);
-          } else {
-            std::apply(kernels::forward_kernel<scalar_t, 1>, args);
-          }
-        });
-      });
+  dispatch_forward(in, out.tensor, EmulatedForward{});
   return out.checked("the output");
 }
 
@@ -141,28 +150,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_emulated(
   const Guarded grad_value(in.value.sizes(), in.loc.options(), 0.0, kSentinel);
   const Guarded grad_loc(in.loc.sizes(), in.loc.options(), 0.0, kSentinel);
   const Guarded grad_attn(in.attn.sizes(), in.attn.options(), 0.0, kSentinel);
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, in.value.scalar_type(), "msda_backward_emulated", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        constexpr int wide = kernels::kWide<scalar_t>;
-        const scalar_t* grad_out = grad_output.const_data_ptr<scalar_t>();
-        const scalar_t* value = in.value.const_data_ptr<scalar_t>();
-        acc_t* grad_value_ptr = grad_value.tensor.mutable_data_ptr<acc_t>();
-        const LaunchPlan plan =
-            kernels::plan_launch<scalar_t>(in.d, {value, grad_out, grad_value_ptr});
-        const auto args = std::make_tuple(
-            in.d, plan.lanes, grad_out, value, in.shapes.const_data_ptr<int64_t>(),
-            in.starts.const_data_ptr<int64_t>(), in.loc.const_data_ptr<acc_t>(),
-            in.attn.const_data_ptr<acc_t>(), grad_value_ptr,
-            grad_loc.tensor.mutable_data_ptr<acc_t>(), grad_attn.tensor.mutable_data_ptr<acc_t>());
-        emulate_launch(plan, [&] {
-          if (plan.width == wide) {
-            std::apply(kernels::backward_kernel<scalar_t, wide>, args);
-          } else {
-            std::apply(kernels::backward_kernel<scalar_t, 1>, args);
-          }
-        });
-      });
+  dispatch_backward(in, grad_output, grad_value.tensor, grad_loc.tensor, grad_attn.tensor,
+                    EmulatedBackward{});
   return {grad_value.checked("the value gradient").to(in.value.scalar_type()),
           grad_loc.checked("the location gradient"),
           grad_attn.checked("the attention weight gradient")};

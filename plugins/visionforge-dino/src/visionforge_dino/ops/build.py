@@ -39,8 +39,8 @@ ARCH_ENV = "TORCH_CUDA_ARCH_LIST"
 DEFAULT_ARCH_LIST = "8.0;8.6;8.9;9.0+PTX"
 SOURCE_DIR = Path(__file__).parent / "csrc"
 _HEADERS = {
-    "cpu": ("msda_common.h", "msda_checks.h"),
-    "cuda": ("msda_common.h", "msda_checks.h", "msda_cuda.h", "msda_cuda_kernels.cuh"),
+    "cpu": ("msda_common.h", "msda_host.h"),
+    "cuda": ("msda_common.h", "msda_host.h", "msda_cuda.h", "msda_cuda_kernels.cuh"),
 }
 _SOURCES = {"cpu": ("msda_cpu.cpp",), "cuda": ("msda_cuda.cpp", "msda_cuda_kernels.cu")}
 LIBRARY_NAMES = {"cpu": "visionforge_msda_cpu", "cuda": "visionforge_msda_cuda"}

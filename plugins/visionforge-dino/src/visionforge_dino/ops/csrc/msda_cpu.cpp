@@ -3,7 +3,6 @@
 // Forward: one task per (batch, query) row; each writes only its own output rows.
 // Backward: one task per (batch, head); a task owns value[b, :, h, :], so the value gradient
 // is accumulated without atomics or per-thread copies.
-#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -16,7 +15,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "msda_checks.h"
+#include "msda_host.h"
 
 namespace visionforge_msda {
 namespace {
@@ -161,15 +160,7 @@ at::Tensor forward_cpu(
   check_cpu_levels(in.d, in.shapes, in.starts);
   at::Tensor out =
       at::empty({in.d.batch, in.d.queries, in.d.heads * in.d.channels}, in.value.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, in.value.scalar_type(), "msda_forward_cpu", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        forward_kernel<scalar_t>(in.d, in.value.const_data_ptr<scalar_t>(),
-                                 in.shapes.const_data_ptr<int64_t>(),
-                                 in.starts.const_data_ptr<int64_t>(),
-                                 in.loc.const_data_ptr<acc_t>(),
-                                 in.attn.const_data_ptr<acc_t>(), out.mutable_data_ptr<scalar_t>());
-      });
+  dispatch_forward(in, out, [](const auto&... args) { forward_kernel(args...); });
   return out;
 }
 
@@ -189,16 +180,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
   at::Tensor grad_value_acc = at::zeros(in.value.sizes(), in.loc.options());
   at::Tensor grad_loc = at::zeros(in.loc.sizes(), in.loc.options());
   at::Tensor grad_attn = at::zeros(in.attn.sizes(), in.attn.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, in.value.scalar_type(), "msda_backward_cpu", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        backward_kernel<scalar_t>(
-            in.d, grad_output.const_data_ptr<scalar_t>(), in.value.const_data_ptr<scalar_t>(),
-            in.shapes.const_data_ptr<int64_t>(), in.starts.const_data_ptr<int64_t>(),
-            in.loc.const_data_ptr<acc_t>(), in.attn.const_data_ptr<acc_t>(),
-            grad_value_acc.mutable_data_ptr<acc_t>(), grad_loc.mutable_data_ptr<acc_t>(),
-            grad_attn.mutable_data_ptr<acc_t>());
-      });
+  dispatch_backward(in, grad_output, grad_value_acc, grad_loc, grad_attn,
+                    [](const auto&... args) { backward_kernel(args...); });
   return {grad_value_acc.to(in.value.scalar_type()), grad_loc, grad_attn};
 }
 

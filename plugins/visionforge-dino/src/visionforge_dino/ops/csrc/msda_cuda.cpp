@@ -1,7 +1,5 @@
 // CUDA entry points of multi-scale deformable attention: checks, allocation, dtype dispatch
 // and the torch.library registration; the kernels are in msda_cuda_kernels.cu.
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
@@ -11,7 +9,7 @@
 
 #include <tuple>
 
-#include "msda_checks.h"
+#include "msda_host.h"
 #include "msda_cuda.h"
 
 namespace visionforge_msda {
@@ -29,16 +27,7 @@ at::Tensor forward_cuda(
   at::Tensor out =
       at::empty({in.d.batch, in.d.queries, in.d.heads * in.d.channels}, in.value.options());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, in.value.scalar_type(), "msda_forward_cuda", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        launch_forward<scalar_t>(in.d, in.value.const_data_ptr<scalar_t>(),
-                                 in.shapes.const_data_ptr<int64_t>(),
-                                 in.starts.const_data_ptr<int64_t>(),
-                                 in.loc.const_data_ptr<acc_t>(),
-                                 in.attn.const_data_ptr<acc_t>(), out.mutable_data_ptr<scalar_t>(),
-                                 stream);
-      });
+  dispatch_forward(in, out, [&](const auto&... args) { launch_forward(args..., stream); });
   return out;
 }
 
@@ -58,16 +47,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
   at::Tensor grad_loc = at::zeros(in.loc.sizes(), in.loc.options());
   at::Tensor grad_attn = at::zeros(in.attn.sizes(), in.attn.options());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, in.value.scalar_type(), "msda_backward_cuda", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        launch_backward<scalar_t>(
-            in.d, grad_output.const_data_ptr<scalar_t>(), in.value.const_data_ptr<scalar_t>(),
-            in.shapes.const_data_ptr<int64_t>(), in.starts.const_data_ptr<int64_t>(),
-            in.loc.const_data_ptr<acc_t>(), in.attn.const_data_ptr<acc_t>(),
-            grad_value_acc.mutable_data_ptr<acc_t>(), grad_loc.mutable_data_ptr<acc_t>(),
-            grad_attn.mutable_data_ptr<acc_t>(), stream);
-      });
+  dispatch_backward(in, grad_output, grad_value_acc, grad_loc, grad_attn,
+                    [&](const auto&... args) { launch_backward(args..., stream); });
   return {grad_value_acc.to(in.value.scalar_type()), grad_loc, grad_attn};
 }
 

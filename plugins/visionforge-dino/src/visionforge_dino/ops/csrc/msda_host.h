@@ -1,6 +1,9 @@
-// Host-side validation shared by the CPU and CUDA entry points.
+// Host side shared by the entry points (CPU, CUDA and the tests' emulated CUDA kernels):
+// input validation, contiguity and the dtype dispatch that hands typed pointers to a kernel.
 #pragma once
 
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
@@ -88,6 +91,41 @@ inline void check_grad_output(const at::Tensor& grad_output, const Inputs& in) {
                   grad_output.scalar_type() == in.value.scalar_type() &&
                   grad_output.device() == in.value.device(),
               "msda: grad_output ", grad_output.sizes(), " does not match the output");
+}
+
+// Calls kernel(d, value, shapes, starts, loc, attn, out) with pointers typed for the value's
+// dtype (loc and attn in its opmath type).
+template <typename Kernel>
+void dispatch_forward(const Inputs& in, const at::Tensor& out, const Kernel& kernel) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, in.value.scalar_type(), "msda_forward", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        kernel(in.d, in.value.const_data_ptr<scalar_t>(), in.shapes.const_data_ptr<int64_t>(),
+               in.starts.const_data_ptr<int64_t>(), in.loc.const_data_ptr<acc_t>(),
+               in.attn.const_data_ptr<acc_t>(), out.mutable_data_ptr<scalar_t>());
+      });
+}
+
+// Calls kernel(d, grad_output, value, shapes, starts, loc, attn, grad_value, grad_loc,
+// grad_attn); the three gradients are opmath-typed (grad_value is the accumulator the caller
+// casts to the value's dtype).
+template <typename Kernel>
+void dispatch_backward(
+    const Inputs& in,
+    const at::Tensor& grad_output,
+    const at::Tensor& grad_value,
+    const at::Tensor& grad_loc,
+    const at::Tensor& grad_attn,
+    const Kernel& kernel) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, in.value.scalar_type(), "msda_backward", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        kernel(in.d, grad_output.const_data_ptr<scalar_t>(), in.value.const_data_ptr<scalar_t>(),
+               in.shapes.const_data_ptr<int64_t>(), in.starts.const_data_ptr<int64_t>(),
+               in.loc.const_data_ptr<acc_t>(), in.attn.const_data_ptr<acc_t>(),
+               grad_value.mutable_data_ptr<acc_t>(), grad_loc.mutable_data_ptr<acc_t>(),
+               grad_attn.mutable_data_ptr<acc_t>());
+      });
 }
 
 }  // namespace visionforge_msda
