@@ -215,7 +215,8 @@ def test_cuda_arch_list_follows_torch(
         monkeypatch.setenv(build.ARCH_ENV, configured)
     arch_list, _ = build.cuda_arch_list()
     assert arch_list == expected
-    assert build.arch_mismatch(arch_list) is None
+    assert build.arch_mismatch(build.build_spec("cuda")) is None
+    assert build.arch_mismatch(build.build_spec("cpu")) is None
 
 
 def test_arch_list_missing_the_gpu_falls_back_with_the_fix(

@@ -242,9 +242,11 @@ def test_levels_unreadable_on_the_host_are_asserted_on_the_device() -> None:
     from visionforge_dino.ops.functional import _assert_levels_on_device
 
     shapes = torch.tensor([[3, 3], [1, 1]])
-    _assert_levels_on_device(shapes, torch.tensor([0, 9]), keys=10)
+    expected = torch.tensor([0, 9])
+    _assert_levels_on_device(shapes, expected, torch.tensor([0, 9]), keys=10)
     for starts, keys in ((torch.tensor([0, 8]), 10), (torch.tensor([0, 9]), 11)):
         with pytest.raises(RuntimeError, match=r"do not match value \(S=\d+\)"):
-            _assert_levels_on_device(shapes, starts, keys=keys)
+            _assert_levels_on_device(shapes, expected, starts, keys=keys)
+    empty_level = torch.tensor([[0, 3], [10, 1]])
     with pytest.raises(RuntimeError, match="h, w >= 1"):
-        _assert_levels_on_device(torch.tensor([[0, 3], [10, 1]]), torch.tensor([0, 0]), keys=10)
+        _assert_levels_on_device(empty_level, torch.tensor([0, 0]), torch.tensor([0, 0]), keys=10)

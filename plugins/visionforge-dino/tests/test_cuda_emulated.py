@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from visionforge_dino.ops import build, multi_scale_deformable_attention
+from visionforge_dino.ops.functional import level_tensors
 
 EMULATOR_DIR = Path(__file__).parent / "cuda_emulator"
 TOLERANCES = {
@@ -83,8 +84,7 @@ def _emulated(
     """Output and the three gradients from the emulated kernels (as the CUDA op gets them)."""
     opmath = torch.float64 if dtype == torch.float64 else torch.float32
     value = _between_guards(case.value.to(dtype), misalign)
-    shapes = torch.tensor(case.spatial_shapes, dtype=torch.int64)
-    starts = torch.cat([shapes.new_zeros(1), shapes.prod(1).cumsum(0)[:-1]])
+    shapes, starts = level_tensors(case.spatial_shapes, torch.device("cpu"))
     locations = case.sampling_locations.to(opmath)
     weights = case.attention_weights.to(opmath)
     out = emulator.forward(value, shapes, starts, locations, weights)

@@ -100,7 +100,7 @@ def ensure_compiled(backend: str) -> bool:
 def _load_or_build(backend: str) -> None:
     tools = build.find_toolchain()
     spec = build.build_spec(backend, tools)
-    mismatch = build.arch_mismatch(str(spec.key["arch_list"])) if backend == "cuda" else None
+    mismatch = build.arch_mismatch(spec)
     if mismatch:
         raise OpsBuildError(mismatch)
     library = build.built_library(spec)

@@ -146,8 +146,12 @@ def cuda_arch_list() -> tuple[str, str]:
     return DEFAULT_ARCH_LIST, "default (no GPU visible)"
 
 
-def arch_mismatch(arch_list: str) -> str | None:
-    """Why a build for ``arch_list`` cannot run on a visible GPU, with the fix; else ``None``."""
+def arch_mismatch(spec: BuildSpec) -> str | None:
+    """Why the CUDA build ``spec`` cannot run on a visible GPU, with the fix; else ``None``
+    (always for the CPU build)."""
+    if spec.backend != "cuda":
+        return None
+    arch_list = str(spec.key["arch_list"])
     uncovered = [c for c in visible_capabilities() if not arch_list_covers(arch_list, c)]
     if not uncovered:
         return None

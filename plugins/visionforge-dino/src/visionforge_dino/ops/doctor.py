@@ -82,7 +82,7 @@ def _self_check(backend: str) -> str:
 
 def _backend_status(backend: str, tools: build.Toolchain, check: bool) -> BackendStatus:
     spec = build.build_spec(backend, tools)
-    mismatch = build.arch_mismatch(str(spec.key["arch_list"])) if backend == "cuda" else None
+    mismatch = build.arch_mismatch(spec)
     if mismatch:
         return BackendStatus(backend, "unavailable", "cannot run on the visible GPU", fix=mismatch)
     library = build.built_library(spec)

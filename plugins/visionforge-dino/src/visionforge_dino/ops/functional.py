@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -24,10 +25,18 @@ def _fail(problem: str) -> MSDAInputError:
     return MSDAInputError(f"multi_scale_deformable_attention: {problem}; {_LAYOUT}")
 
 
-def _static_shapes(spatial_shapes: SpatialShapes) -> list[tuple[int, int]] | None:
-    """The level shapes as Python ints when that costs no device sync or graph break."""
+def _readable(tensor: Tensor, sync: bool) -> bool:
+    """Whether reading ``tensor`` on the host is wanted: always with ``sync``, else only when it
+    costs no device sync or graph break."""
+    return sync or (tensor.device.type == "cpu" and not torch.compiler.is_compiling())
+
+
+def _static_shapes(
+    spatial_shapes: SpatialShapes, *, sync: bool = False
+) -> list[tuple[int, int]] | None:
+    """The level shapes as Python ints, or ``None`` when a tensor is not readable (above)."""
     if isinstance(spatial_shapes, Tensor):
-        if spatial_shapes.device.type != "cpu" or torch.compiler.is_compiling():
+        if not _readable(spatial_shapes, sync):
             return None
         rows = spatial_shapes.tolist()
     else:
@@ -85,12 +94,14 @@ def _check_levels(shapes: list[tuple[int, int]], levels: int, keys: int) -> None
         raise _fail(f"spatial_shapes {shapes} cover {total} keys but value has S={keys}")
 
 
-def _static_starts(level_start_index: Tensor | Sequence[int] | None) -> list[int] | None:
-    """``level_start_index`` as Python ints when given and readable without a device sync."""
+def _static_starts(
+    level_start_index: Tensor | Sequence[int] | None, *, sync: bool = False
+) -> list[int] | None:
+    """``level_start_index`` as Python ints when given and readable (see ``_readable``)."""
     if level_start_index is None:
         return None
     if isinstance(level_start_index, Tensor):
-        if level_start_index.device.type != "cpu" or torch.compiler.is_compiling():
+        if not _readable(level_start_index, sync):
             return None
         return [int(start) for start in level_start_index.reshape(-1).tolist()]
     return [int(start) for start in level_start_index]
@@ -133,12 +144,14 @@ def level_tensors(spatial_shapes: SpatialShapes, device: torch.device) -> tuple[
     return _cached_level_tensors(shapes, torch.device(device))
 
 
-def _assert_levels_on_device(shapes_tensor: Tensor, starts: Tensor, keys: int) -> None:
+def _assert_levels_on_device(
+    shapes_tensor: Tensor, expected_starts: Tensor, starts: Tensor, keys: int
+) -> None:
     """Checks level shapes and starts that live on a GPU without waiting for it: a mismatch
-    fails later as a device-side assert instead of reading outside ``value``."""
+    fails later as a device-side assert instead of reading outside ``value``.
+    ``expected_starts`` are the running sums of the level sizes (``level_tensors``)."""
     sizes = shapes_tensor[:, 0] * shapes_tensor[:, 1]
-    running = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
-    valid = (shapes_tensor.min() >= 1) & (sizes.sum() == keys) & (starts == running).all()
+    valid = (shapes_tensor.min() >= 1) & (sizes.sum() == keys) & (starts == expected_starts).all()
     torch._assert_async(
         valid,
         "multi_scale_deformable_attention: spatial_shapes / level_start_index do not match "
@@ -178,25 +191,26 @@ def multi_scale_deformable_attention(
     else:
         chosen = select_backend(value.device.type, backend)
     if chosen == "pytorch":
-        compiling = torch.compiler.is_compiling()
         if shapes is None:  # the reference needs the shapes on the host anyway
-            assert isinstance(spatial_shapes, Tensor)
-            shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+            shapes = cast(list[tuple[int, int]], _static_shapes(spatial_shapes, sync=True))
             _check_levels(shapes, sampling_locations.shape[3], value.shape[1])
-        if level_start_index is not None and starts_given is None and not compiling:
-            _check_starts([int(s) for s in torch.as_tensor(level_start_index).tolist()], shapes)
+        if starts_given is None and not torch.compiler.is_compiling():
+            starts_given = _static_starts(level_start_index, sync=True)
+            if starts_given is not None:
+                _check_starts(starts_given, shapes)
         return ms_deform_attn_pytorch(value, shapes, sampling_locations, attention_weights)
 
     from visionforge_dino.ops.custom_op import ms_deform_attn
 
-    shapes_tensor, starts = level_tensors(
+    shapes_tensor, expected_starts = level_tensors(
         spatial_shapes if shapes is None else shapes, value.device
     )
+    starts = expected_starts
     checked_on_host = shapes is not None and (level_start_index is None or starts_given is not None)
     if not checked_on_host:
         if level_start_index is not None:
             starts = torch.as_tensor(level_start_index, dtype=torch.long, device=value.device)
-        _assert_levels_on_device(shapes_tensor, starts.reshape(-1), value.shape[1])
+        _assert_levels_on_device(shapes_tensor, expected_starts, starts.reshape(-1), value.shape[1])
     # Locations and weights stay in fp32 under fp16/bf16 values: a bf16 location is off by
     # up to half a pixel on a 100-pixel level.
     acc_dtype = torch.float64 if value.dtype == torch.float64 else torch.float32
