@@ -1,4 +1,4 @@
-"""Developer sessions: tests, lint, typecheck, docs, build, bench.
+"""Developer sessions: tests, slow, lint, typecheck, docs, build, bench.
 
 Every session installs with constraints.txt, which pins torch/torchvision for development
 and CI; the packages themselves state lower bounds only.
@@ -26,9 +26,16 @@ def install_project(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole test suite (core and plugins). Extra args go to pytest."""
+    """The fast suite (core and plugins), ``-m "not slow"``. Extra args go to pytest."""
     install_project(session)
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "-m", "not slow", *session.posargs)
+
+
+@nox.session
+def slow(session: nox.Session) -> None:
+    """The slow tests (``-m slow``): end-to-end runs, SIGTERM under load, DDP, packaging."""
+    install_project(session)
+    session.run("pytest", "-m", "slow", *session.posargs)
 
 
 @nox.session
