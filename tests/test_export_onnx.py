@@ -18,6 +18,7 @@ from torch import nn
 from visionforge.components.configs import OnnxExporterConfig
 from visionforge.export import ExportError, ParityError
 from visionforge.export.onnx import build_onnx, other_batch, output_names
+from visionforge.interfaces import Artifact, Exporter
 
 
 class Wrapped(nn.Module):
@@ -67,7 +68,7 @@ def test_timm_model_parity_with_dynamic_batch(tmp_path: Path) -> None:
     parent.write_bytes(b"weights")
 
     artifact = build_onnx(OnnxExporterConfig()).export(
-        model, example, str(out), parents=[str(parent)]
+        model, out=str(out), example=example, parents=[str(parent)]
     )
 
     assert model.training, "the exporter must restore the model's mode"
@@ -102,14 +103,14 @@ def test_parity_failure_raises_and_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(
         ParityError, match=r"noisy\.onnx: onnxruntime differs .* batch sizes 1 and 3"
     ):
-        build_onnx(OnnxExporterConfig()).export(Noisy(), torch.zeros(1, 8), str(out))
+        build_onnx(OnnxExporterConfig()).export(Noisy(), out=str(out), example=torch.zeros(1, 8))
     assert _leftovers(tmp_path) == []
 
 
 def test_unexportable_model_names_the_cause(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match=r"dd\.onnx: torch\.onnx\.export .* data-dependent"):
         build_onnx(OnnxExporterConfig()).export(
-            DataDependent(), torch.ones(1, 4), str(tmp_path / "dd.onnx")
+            DataDependent(), out=str(tmp_path / "dd.onnx"), example=torch.ones(1, 4)
         )
     assert _leftovers(tmp_path) == []
 
@@ -117,7 +118,7 @@ def test_unexportable_model_names_the_cause(tmp_path: Path) -> None:
 def test_opset_option_and_named_outputs(tmp_path: Path) -> None:
     out = tmp_path / "sub" / "heads.onnx"
     cfg = OnnxExporterConfig(opset=17)
-    artifact = build_onnx(cfg).export(TwoHeads(), torch.randn(2, 4), str(out))
+    artifact = build_onnx(cfg).export(TwoHeads(), out=str(out), example=torch.randn(2, 4))
     model = onnx.load(str(out))
     assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {17}
     assert [o.name for o in model.graph.output] == ["scores", "boxes"]
@@ -127,7 +128,7 @@ def test_opset_option_and_named_outputs(tmp_path: Path) -> None:
 def test_static_batch_checks_only_the_example(tmp_path: Path) -> None:
     out = tmp_path / "static.onnx"
     build_onnx(OnnxExporterConfig(dynamic_batch=False)).export(
-        TwoHeads(), torch.randn(2, 4), str(out)
+        TwoHeads(), out=str(out), example=torch.randn(2, 4)
     )
     dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims] == [2, 4]
@@ -149,16 +150,40 @@ def test_helpers() -> None:
 
 def test_non_tensor_example_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="example input must be a tensor"):
-        build_onnx(OnnxExporterConfig()).export(TwoHeads(), [1, 2], str(tmp_path / "x.onnx"))  # type: ignore[arg-type]
+        build_onnx(OnnxExporterConfig()).export(
+            TwoHeads(), out=str(tmp_path / "x.onnx"), example=[1, 2]
+        )  # type: ignore[arg-type]
 
 
 def test_export_to_a_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the staging folder goes
     fs = fsspec.filesystem("memory")
     out = "memory://exports/heads.onnx"
-    artifact = build_onnx(OnnxExporterConfig()).export(TwoHeads(), torch.randn(1, 4), out)
+    artifact = build_onnx(OnnxExporterConfig()).export(
+        TwoHeads(), out=out, example=torch.randn(1, 4)
+    )
     assert fs.exists("/exports/heads.onnx") and fs.exists("/exports/heads.onnx.manifest.json")
     onnx.checker.check_model(onnx.load_from_string(fs.cat_file("/exports/heads.onnx")))
     assert artifact.manifest["size"] == fs.size("/exports/heads.onnx")
     assert _leftovers(tmp_path) == []
     fs.rm("/exports", recursive=True)
+
+
+def test_onnx_exporter_follows_the_exporter_protocol(tmp_path: Path) -> None:
+    exporter = build_onnx(OnnxExporterConfig(input_size=(4,)))
+    assert isinstance(exporter, Exporter)
+    assert exporter.source_kinds == ("model",)
+    artifact = exporter.export(TwoHeads(), out=str(tmp_path / "heads.onnx"))
+    assert artifact.manifest["input"]["shape"] == [1, 4]
+
+
+def test_missing_example_and_input_size_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match=r"no example input; pass example= or set export\."):
+        build_onnx(OnnxExporterConfig()).export(TwoHeads(), out=str(tmp_path / "x.onnx"))
+
+
+def test_an_artifact_source_is_rejected(tmp_path: Path) -> None:
+    source = Artifact(path=str(tmp_path / "m.onnx"), kind="onnx")
+    with pytest.raises(ExportError, match="takes a model"):
+        build_onnx(OnnxExporterConfig()).export(source, out=str(tmp_path / "x.onnx"))
+    assert _leftovers(tmp_path) == []

@@ -39,7 +39,7 @@ def test_chain_dataset_checkpoint_onnx(tmp_path: Path, capsys: pytest.CaptureFix
     ]
     onnx_path = str(tmp_path / "best.onnx")
     artifact = build_onnx(OnnxExporterConfig()).export(
-        nn.Linear(4, 2), torch.randn(1, 4), onnx_path, parents=[ckpt]
+        nn.Linear(4, 2), out=onnx_path, example=torch.randn(1, 4), parents=[ckpt]
     )
     assert artifact.manifest["parents"] == [{"path": ckpt, "id": ckpt_id}]
 

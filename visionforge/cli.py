@@ -356,7 +356,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     example = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0))
     artifact = exporter.export(
-        model, example, out, parents=[checkpoint] if checkpoint else [], recipe=recipe
+        model, out=out, recipe=recipe, parents=[checkpoint] if checkpoint else [], example=example
     )
     diff = artifact.manifest.get("metrics", {}).get("max_abs_diff")
     details = f"; max abs diff vs PyTorch {diff:.3g}" if diff is not None else ""

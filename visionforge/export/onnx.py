@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from visionforge import lineage, storage
 from visionforge.components.configs import OnnxExporterConfig
 from visionforge.export import ExportError, ParityError
-from visionforge.interfaces import Artifact
+from visionforge.interfaces import Artifact, ExportSource
 
 if TYPE_CHECKING:
     from visionforge.config import Recipe
@@ -140,27 +140,33 @@ class OnnxExporter:
     """Exports a model to ONNX and proves the file computes what the model computes."""
 
     suffix = ".onnx"
+    source_kinds: tuple[str, ...] = ("model",)
 
     def __init__(self, cfg: OnnxExporterConfig) -> None:
         self.cfg = cfg
 
     def export(
         self,
-        model: nn.Module,
-        example: torch.Tensor,
-        out: str,
+        source: ExportSource,
         *,
-        parents: Iterable[str] = (),
+        out: str,
         recipe: Recipe | None = None,
+        parents: Sequence[str] = (),
+        example: torch.Tensor | None = None,
     ) -> Artifact:
         """Write ``out`` (local path or fsspec URL) and its manifest; return the artifact.
 
-        ``example`` is one input batch; ``parents`` (e.g. the checkpoint) and ``recipe`` go
-        into the lineage manifest together with ``max_abs_diff``.
+        ``source`` is the model; ``example`` one input batch (default: a seeded random batch
+        of one with ``input_size``). ``parents`` (e.g. the checkpoint) and ``recipe`` go into
+        the lineage manifest together with ``max_abs_diff``.
         """
-        if not isinstance(example, torch.Tensor):
-            raise ExportError(f"{out}: the example input must be a tensor, got {type(example)}")
         out = os.fspath(out)
+        if not isinstance(source, nn.Module):
+            raise ExportError(
+                f"{out}: the onnx exporter takes a model (nn.Module), got {type(source).__name__}"
+            )
+        model = source
+        example = self._example(example, out)
         started = time.perf_counter()
         network = export_network(model)
         was_training = network.training
@@ -210,6 +216,19 @@ class OnnxExporter:
             },
         )
         return Artifact(path=out, kind="onnx", manifest=manifest)
+
+    def _example(self, example: torch.Tensor | None, out: str) -> torch.Tensor:
+        if example is None:
+            if not self.cfg.input_size:
+                raise ExportError(
+                    f"{out}: no example input; pass example= or set export.input_size "
+                    "(C,H,W), e.g. --set export.input_size=[3,224,224]"
+                )
+            shape = (1, *self.cfg.input_size)
+            return torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        if not isinstance(example, torch.Tensor):
+            raise ExportError(f"{out}: the example input must be a tensor, got {type(example)}")
+        return example
 
     def _torch_export(
         self, network: nn.Module, example: torch.Tensor, names: Sequence[str], dest: Path, out: str
