@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from pydantic import BaseModel, ValidationError
 
 from visionforge import __version__, storage
-from visionforge.config import Recipe, load_recipe, recipe_from_dict
+from visionforge.config import Recipe, blame, load_recipe, recipe_from_dict
 from visionforge.errors import ConfigError, VisionforgeError
 from visionforge.registry import REGISTRIES, format_validation_error
 
@@ -365,8 +365,20 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Validate a recipe (every component block against its registry entry)."""
+    """Validate a recipe (every component block against its registry entry) and check that
+    the local files and folders it reads exist."""
     recipe = load_recipe(args.recipe, args.overrides)
+    missing = recipe.missing_inputs()
+    if missing:
+        problems = [
+            f"{blame(field, args.overrides, args.recipe)}: {field}: {path} does not exist"
+            for field, path in missing
+        ]
+        raise ConfigError(
+            "; ".join(problems) + "; fix the path (relative paths are taken from the current "
+            f"folder, {os.getcwd()})",
+            paths=[field for field, _ in missing],
+        )
     parts = [f"model {recipe.model.type}", f"data.train {recipe.data.train.type}"]
     if recipe.data.val is not None:
         parts.append(f"data.val {recipe.data.val.type}")
@@ -569,15 +581,20 @@ def _report(err: BaseException, debug: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in arguments
+    arguments, debug = _pop_debug(list(sys.argv[1:] if argv is None else argv))
     with warnings.catch_warnings():
         if not debug:
             warnings.showwarning = _show_warning
         try:
-            args = build_parser().parse_args(arguments)
+            parser = build_parser()
+        except VisionforgeError as err:  # e.g. a broken plugin under VISIONFORGE_STRICT_PLUGINS
+            _report(err, debug)
+            return int(getattr(err, "exit_code", 2))
+        try:
+            args = parser.parse_args(arguments)
         except SystemExit as exit_request:
             return exit_request.code if isinstance(exit_request.code, int) else 2
+        args.debug = debug
         func: Command = args.func
         try:
             return int(func(args) or 0)
@@ -585,11 +602,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             _note("interrupted")
             return 130
         except (VisionforgeError, ValidationError) as err:
-            _report(err, args.debug)
+            _report(err, debug)
             return int(getattr(err, "exit_code", 2))
         except Exception as err:
-            _report(err, args.debug)
+            _report(err, debug)
             return 1
+
+
+def _pop_debug(arguments: list[str]) -> tuple[list[str], bool]:
+    """Take ``--debug`` from anywhere before ``--`` (before or after the subcommand)."""
+    end = arguments.index("--") if "--" in arguments else len(arguments)
+    head = [a for a in arguments[:end] if a != "--debug"]
+    return head + arguments[end:], len(head) < end
 
 
 if __name__ == "__main__":

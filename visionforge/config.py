@@ -14,7 +14,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from visionforge import storage
 from visionforge.errors import ConfigError, RegistryError
-from visionforge.registry import REGISTRIES, Registry, format_validation_error
+from visionforge.registry import REGISTRIES, Registry, validation_problems
+
+
+class InputPathMarker:
+    """Marks a config field as a file or folder the run reads (see :data:`InputPath`)."""
+
+    def __repr__(self) -> str:
+        return "InputPath"
+
+
+InputPath = Annotated[str, InputPathMarker()]
+"""A ``str`` field naming a local path or URL the run reads (a dataset root, an annotations
+file, weights). ``visionforge validate`` checks that local ones exist, naming the field."""
 
 
 class ComponentConfig(BaseModel):
@@ -141,7 +153,7 @@ class TrainerConfig(BaseModel):
         True, description="skip the last incomplete global batch of each epoch (reshuffled)"
     )
     deterministic: bool = False
-    init_checkpoint: str | None = Field(None, description="weights to start from")
+    init_checkpoint: InputPath | None = Field(None, description="weights to start from")
 
 
 class MixupConfig(BaseModel):
@@ -226,6 +238,18 @@ class Recipe(BaseModel):
         for path, registry, block in self.component_blocks():
             registry.validate(block.as_dict(), path)
 
+    def missing_inputs(self) -> list[tuple[str, str]]:
+        """(dotted field, path) of every local :data:`InputPath` that does not exist."""
+        configs: list[tuple[str, BaseModel]] = [("trainer", self.trainer)]
+        for path, registry, block in self.component_blocks():
+            configs.append((path, registry.validate(block.as_dict(), path)))
+        missing = []
+        for prefix, config in configs:
+            for name, value in _input_paths(config):
+                if not storage.is_remote(value) and not Path(value).expanduser().exists():
+                    missing.append((f"{prefix}.{name}", value))
+        return missing
+
     def sha256(self) -> str:
         """Hash of the canonical recipe (the lineage's recipe hash)."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
@@ -233,6 +257,16 @@ class Recipe(BaseModel):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+def _input_paths(config: BaseModel) -> list[tuple[str, str]]:
+    """(field name, value) of the set :data:`InputPath` fields of ``config``."""
+    found = []
+    for name, info in type(config).model_fields.items():
+        value = getattr(config, name)
+        if isinstance(value, str) and any(isinstance(m, InputPathMarker) for m in info.metadata):
+            found.append((name, value))
+    return found
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -289,17 +323,37 @@ def recipe_from_dict(
     check: bool = True,
 ) -> Recipe:
     """Validate a recipe dict (after overrides); errors are one line naming the field."""
+    overrides = list(overrides)
     merged = apply_overrides(dict(data), overrides)
     try:
         recipe = Recipe.model_validate(merged)
     except ValidationError as err:
-        raise ConfigError(f"{source}: {format_validation_error(err, '')}") from None
+        problems = validation_problems(err, "", Recipe)
+        lines = [f"{blame(loc, overrides, source)}: {loc}: {msg}" for loc, msg in problems]
+        raise ConfigError("; ".join(lines), paths=[loc for loc, _ in problems]) from None
     if check:
         try:
             recipe.check_components()
         except (ConfigError, RegistryError) as err:
-            raise type(err)(f"{source}: {err}") from None
+            where = blame_all(err.paths, overrides, source)
+            raise type(err)(f"{where}: {err}", paths=err.paths) from None
     return recipe
+
+
+def blame(field: str, overrides: Iterable[str], source: str) -> str:
+    """``--set ITEM`` when an override set ``field`` (or a block around it), else ``source``."""
+    for item in reversed(list(overrides)):
+        key = item.partition("=")[0].strip()
+        if field == key or field.startswith(f"{key}.") or key.startswith(f"{field}."):
+            return f"--set {item}"
+    return source
+
+
+def blame_all(fields: Iterable[str], overrides: Iterable[str], source: str) -> str:
+    """The one origin of all ``fields`` (see :func:`blame`), else ``source``."""
+    overrides = list(overrides)
+    origins = {blame(field, overrides, source) for field in fields}
+    return origins.pop() if len(origins) == 1 else source
 
 
 def load_recipe(

@@ -3,9 +3,19 @@ message is one readable line naming the field or file at fault and what to do.""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class VisionforgeError(Exception):
-    """Base class for errors caused by user input (recipes, files, names)."""
+    """Base class for errors caused by user input (recipes, files, names).
+
+    ``paths`` lists the dotted recipe fields at fault (``trainer.epochs``), so a caller can
+    say where the value came from (the recipe file, or ``--set``).
+    """
+
+    def __init__(self, *args: object, paths: Sequence[str] = ()) -> None:
+        super().__init__(*args)
+        self.paths = tuple(paths)
 
 
 class RegistryError(VisionforgeError, LookupError):

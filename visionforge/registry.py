@@ -21,9 +21,9 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, get_args, overload
 
 from pydantic import BaseModel, ValidationError
 
@@ -31,8 +31,10 @@ from visionforge.errors import (
     AmbiguousComponentError,
     ConfigError,
     DuplicateComponentError,
+    PluginLoadError,
     UnknownComponentError,
 )
+from visionforge.known_plugins import missing_component_hint
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -51,15 +53,70 @@ def resolve_reference(ref: str) -> Any:
     return obj
 
 
-def format_validation_error(err: ValidationError, path: str) -> str:
-    """Render a pydantic error as one line per problem, each with its dotted recipe path."""
-    lines = []
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic model classes an annotation holds (through Optional, unions, lists)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def _walk(
+    model: type[BaseModel], loc: Sequence[int | str]
+) -> tuple[list[type[BaseModel]], list[int | str]]:
+    """The model classes the block at ``loc`` may be, and ``loc`` without the tags pydantic
+    inserts for discriminated unions (``optimizer.sgd.lr`` -> ``optimizer.lr``)."""
+    candidates = [model]
+    shown: list[int | str] = []
+    for part in loc:
+        found: list[type[BaseModel]] = []
+        tagged = False
+        for candidate in candidates:
+            if isinstance(part, str) and part in candidate.model_fields:
+                found += _models_in(candidate.model_fields[part].annotation)
+            elif isinstance(part, int):
+                found.append(candidate)  # a list item: the item model was already taken
+            elif _type_tag(candidate) == part:
+                found.append(candidate)  # a discriminated union names its member
+                tagged = True
+        if not tagged:
+            shown.append(part)
+        candidates = found
+    return candidates, shown
+
+
+def _type_tag(model: type[BaseModel]) -> Any:
+    field = model.model_fields.get("type")
+    return field.default if field is not None else None
+
+
+def validation_problems(
+    err: ValidationError, path: str, model: type[BaseModel] | None = None
+) -> list[tuple[str, str]]:
+    """(dotted recipe path, message) for each problem of a pydantic error. With ``model``
+    (the class that was validated), an unknown key gets a "did you mean" from its block."""
+    problems = []
     for problem in err.errors():
-        loc = ".".join(str(p) for p in (path, *problem["loc"]) if p != "")
+        parts: Sequence[int | str] = problem["loc"]
         value = problem.get("input")
-        shown = "" if isinstance(value, Mapping) else f" (got {value!r})"
-        lines.append(f"{loc}: {problem['msg']}{shown}")
-    return "; ".join(lines)
+        message = problem["msg"] + ("" if isinstance(value, Mapping) else f" (got {value!r})")
+        if model is not None:
+            *parent, key = parts or [""]
+            candidates, shown = _walk(model, parent)
+            parts = [*shown, key] if parts else parts
+            names = {name for candidate in candidates for name in candidate.model_fields}
+            close = difflib.get_close_matches(str(key), sorted(names), n=1)
+            if problem["type"] == "extra_forbidden" and close:
+                message += f"; did you mean {close[0]!r}?"
+        loc = ".".join(str(p) for p in (path, *parts) if p != "")
+        problems.append((loc, message))
+    return problems
+
+
+def format_validation_error(
+    err: ValidationError, path: str, model: type[BaseModel] | None = None
+) -> str:
+    """Render a pydantic error on one line, each problem with its dotted recipe path."""
+    return "; ".join(f"{loc}: {message}" for loc, message in validation_problems(err, path, model))
 
 
 def _origin_of(obj: Any) -> str:
@@ -83,6 +140,7 @@ class Entry(Generic[T]):
     config: type[BaseModel]
     builder: Callable[..., T] | str
     description: str = ""
+    kind: str = "component"
     _resolved: Callable[..., T] | None = field(default=None, repr=False)
 
     @property
@@ -94,10 +152,19 @@ class Entry(Generic[T]):
         return _origin_of(self.builder)
 
     def resolve_builder(self) -> Callable[..., T]:
-        """The builder callable, importing a lazy reference on first use."""
+        """The builder callable, importing a lazy reference on first use; a reference that
+        cannot be imported is a PluginLoadError naming the component and its plugin."""
         if self._resolved is None:
             if isinstance(self.builder, str):
-                self._resolved = resolve_reference(self.builder)
+                try:
+                    self._resolved = resolve_reference(self.builder)
+                except (ImportError, AttributeError) as err:
+                    reason = f"{type(err).__name__}: {err}".splitlines()[0]
+                    raise PluginLoadError(
+                        f"{self.kind} {self.name!r} of plugin {self.namespace!r}: cannot import "
+                        f"its builder {self.builder} ({reason}); reinstall the plugin or the "
+                        "package it needs"
+                    ) from None
             else:
                 self._resolved = self.builder
         return self._resolved
@@ -107,7 +174,11 @@ class Entry(Generic[T]):
         try:
             return self.config.model_validate(dict(fields))
         except ValidationError as err:
-            raise ConfigError(format_validation_error(err, path)) from None
+            problems = validation_problems(err, path, self.config)
+            raise ConfigError(
+                "; ".join(f"{loc}: {message}" for loc, message in problems),
+                paths=[loc for loc, _ in problems],
+            ) from None
 
 
 class Registry(Generic[T]):
@@ -167,7 +238,9 @@ class Registry(Generic[T]):
 
         def add(fn: Any) -> Any:
             ns = namespace or self._current_namespace
-            entry: Entry[T] = Entry(name, ns, config, fn, description or _first_doc_line(fn))
+            entry: Entry[T] = Entry(
+                name, ns, config, fn, description or _first_doc_line(fn), self.kind
+            )
             existing = self._entries.get(entry.qualified_name)
             if existing is not None:
                 raise DuplicateComponentError(
@@ -204,6 +277,9 @@ class Registry(Generic[T]):
             raise AmbiguousComponentError(
                 f"{self.kind} {name!r} is ambiguous; qualify it with its plugin: {options}"
             )
+        elsewhere = missing_component_hint(self.kind, name.rpartition(":")[2])
+        if elsewhere is not None:
+            raise UnknownComponentError(elsewhere)
         known = self.names()
         close = difflib.get_close_matches(name, known + self.names(qualified=True), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -257,13 +333,15 @@ class Registry(Generic[T]):
         name = data.get("type")
         where = f"{path}.type" if path else "type"
         if not isinstance(name, str) or not name:
-            raise ConfigError(f"{where}: a {self.kind} block needs a 'type' naming the component")
+            raise ConfigError(
+                f"{where}: a {self.kind} block needs a 'type' naming the component", paths=[where]
+            )
         try:
             return self.get(name)
         except UnknownComponentError as err:
-            raise UnknownComponentError(f"{where}: {err}") from None
+            raise UnknownComponentError(f"{where}: {err}", paths=[where]) from None
         except AmbiguousComponentError as err:
-            raise AmbiguousComponentError(f"{where}: {err}") from None
+            raise AmbiguousComponentError(f"{where}: {err}", paths=[where]) from None
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {len(self._entries)} entries)"

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from visionforge.config import ComponentConfig
+from visionforge.config import ComponentConfig, InputPath
 
 
 class ClassifierModelConfig(ComponentConfig):
@@ -14,7 +14,7 @@ class ClassifierModelConfig(ComponentConfig):
 
     name: str = Field(..., description="architecture name in the zoo, e.g. resnet50")
     num_classes: int | None = Field(None, ge=1)
-    pretrained_path: str | None = Field(
+    pretrained_path: InputPath | None = Field(
         None, description="local path or URL of a state_dict / checkpoint to load"
     )
     in_chans: int = Field(3, ge=1)
@@ -44,7 +44,7 @@ class ClassificationTransformConfig(ComponentConfig):
 class ImageFolderConfig(ClassificationTransformConfig):
     """Class-per-folder images (``root/<class>/<image>``), local or fsspec URL."""
 
-    root: str
+    root: InputPath
     extensions: tuple[str, ...] = Field(
         (".jpg", ".jpeg", ".png", ".webp", ".gif"),
         description="file suffixes taken as images (formats torchvision.io.decode_image reads)",

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from visionforge.config import ComponentConfig
+from visionforge.config import ComponentConfig, InputPath
 
 
 class ResNetConfig(ComponentConfig):
@@ -16,6 +16,6 @@ class ResNetConfig(ComponentConfig):
     num_classes: int = Field(1000, ge=1)
     drop_path_rate: float = Field(0.0, ge=0, lt=1, description="stochastic depth")
     zero_init_last: bool = Field(True, description="zero-init the last norm of each residual block")
-    pretrained_path: str | None = Field(
+    pretrained_path: InputPath | None = Field(
         None, description="local path or URL of a state_dict / checkpoint to start from"
     )
