@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from visionforge.config import ComponentConfig
+from visionforge.config import ComponentConfig, InputPath
 
 
 class DetectionTransformConfig(ComponentConfig):
@@ -26,8 +26,8 @@ class DetectionTransformConfig(ComponentConfig):
 class CocoDatasetConfig(DetectionTransformConfig):
     """COCO detection: an images root and an annotations JSON (local path or fsspec URL)."""
 
-    images: str = Field(..., description="directory the file_name entries are relative to")
-    annotations: str = Field(..., description="COCO annotations JSON")
+    images: InputPath = Field(..., description="directory the file_name entries are relative to")
+    annotations: InputPath = Field(..., description="COCO annotations JSON")
     masks: bool = Field(False, description="add instance masks (tv_tensors.Mask) to targets")
     skip_crowd: bool = Field(False, description="leave iscrowd=1 annotations out of targets")
 
@@ -35,7 +35,7 @@ class CocoDatasetConfig(DetectionTransformConfig):
 class YoloDatasetConfig(DetectionTransformConfig):
     """Ultralytics layout: data.yaml beside images/<split> and labels/<split>."""
 
-    root: str = Field(..., description="YOLO root holding data.yaml")
+    root: InputPath = Field(..., description="YOLO root holding data.yaml")
     split: Literal["train", "val", "test"] = "train"
     tolerance: float = Field(0.01, ge=0, description="clip coordinates this far outside [0, 1]")
 
@@ -58,7 +58,7 @@ class SyntheticShapesConfig(DetectionTransformConfig):
 class CocoEvaluatorConfig(ComponentConfig):
     """COCO metrics (12 standard + per-class AP + best F1) of ``outputs["detections"]``."""
 
-    annotations: str | None = Field(
+    annotations: InputPath | None = Field(
         None,
         description="ground-truth COCO JSON; None: built from the batch targets (boxes in "
         "the original image's pixels, labels used as category ids)",
