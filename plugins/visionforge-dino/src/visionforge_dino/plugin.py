@@ -6,11 +6,32 @@ import argparse
 
 from visionforge import hookimpl
 from visionforge.registry import Registries
+from visionforge_dino.detr import configs as detr_configs
+
+_DETR = "visionforge_dino.detr"
 
 
 @hookimpl
 def visionforge_register(registries: Registries) -> None:
-    """Nothing registered yet (the DETR/DINO models come with a later issue)."""
+    """Models detr_r50 / detr_r101 and the detr loss."""
+    registries.models.register(
+        "detr_r50",
+        config=detr_configs.DetrR50Config,
+        builder=f"{_DETR}.builders:build_detr",
+        description="DETR, ResNet-50 (loads the official detr-r50 weights)",
+    )
+    registries.models.register(
+        "detr_r101",
+        config=detr_configs.DetrR101Config,
+        builder=f"{_DETR}.builders:build_detr",
+        description="DETR, ResNet-101 (loads the official detr-r101 weights)",
+    )
+    registries.losses.register(
+        "detr",
+        config=detr_configs.DetrLossConfig,
+        builder=f"{_DETR}.criterion:build_detr_loss",
+        description="DETR set criterion: Hungarian matching, CE + L1 + GIoU, aux losses",
+    )
 
 
 @hookimpl
