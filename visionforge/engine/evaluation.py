@@ -18,6 +18,12 @@ from visionforge.engine.batch import ImagePreparer, move_to_device
 from visionforge.engine.checkpoint import load_model
 from visionforge.engine.data import ResumableSampler, SeededDataset, make_loader
 from visionforge.errors import ConfigError
+from visionforge.interfaces import (
+    DetailedEvaluator,
+    Evaluator,
+    NamedClasses,
+    ReportingEvaluator,
+)
 from visionforge.registry import REGISTRIES
 
 PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -37,7 +43,7 @@ def run_evaluation(
     loader: DataLoader[Any],
     device: torch.device,
     *,
-    evaluator: Any | None,
+    evaluator: Evaluator | None,
     loss_fn: Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, torch.Tensor]],
     prepare: ImagePreparer,
     autocast: Callable[[], Any],
@@ -84,15 +90,19 @@ def eval_loader(dataset: Any, recipe: Recipe, pin_memory: bool) -> DataLoader[An
     )
 
 
-def build_evaluator(recipe: Recipe, dataset: Any) -> Any | None:
-    """The recipe's evaluator, told the dataset's class names when it takes them."""
+def build_evaluator(recipe: Recipe, dataset: Any) -> Evaluator | None:
+    """The recipe's evaluator, told the dataset's class names when both name classes."""
     if recipe.evaluator is None:
         return None
-    evaluator = REGISTRIES.evaluators.build(recipe.evaluator.as_dict(), "evaluator")
-    names = getattr(dataset, "class_names", None)
-    if names is not None and hasattr(evaluator, "class_names"):
-        evaluator.class_names = [str(name) for name in names]
+    evaluator: Evaluator = REGISTRIES.evaluators.build(recipe.evaluator.as_dict(), "evaluator")
+    share_class_names(dataset, evaluator)
     return evaluator
+
+
+def share_class_names(dataset: Any, evaluator: Evaluator) -> None:
+    """Give ``evaluator`` the dataset's class names when both are :class:`NamedClasses`."""
+    if isinstance(dataset, NamedClasses) and isinstance(evaluator, NamedClasses):
+        evaluator.class_names = [str(name) for name in dataset.class_names]
 
 
 def _default_checkpoint(recipe: Recipe) -> str | None:
@@ -142,8 +152,8 @@ def evaluate(
         prepare=ImagePreparer(recipe.data.normalize_on_device, recipe.trainer.channels_last),
         autocast=autocast_for(device, recipe.trainer.precision),
     )
-    if evaluator is not None and hasattr(evaluator, "details"):
+    if isinstance(evaluator, DetailedEvaluator):
         metrics.update(evaluator.details())
-    if report_dir is not None and evaluator is not None and hasattr(evaluator, "write_report"):
+    if report_dir is not None and isinstance(evaluator, ReportingEvaluator):
         evaluator.write_report(report_dir)
     return metrics
