@@ -9,15 +9,16 @@ therefore do not depend on the number of loader workers or on where a run was re
 from __future__ import annotations
 
 import random
-import signal
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
+from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 from visionforge.config import LoaderConfig
+from visionforge.engine.signals import protect_loader_worker, stop_signals_blocked
 
 SampleKey = tuple[int, int]
 
@@ -146,11 +147,14 @@ def collate_of(dataset: Any) -> Callable[[list[Any]], Any]:
     return fn if callable(fn) else default_collate
 
 
-def ignore_stop_signals(worker_id: int) -> None:
-    """Loader-worker init: SIGTERM/SIGINT sent to the whole process group must reach only
-    the trainer (which checkpoints and shuts its workers down), not kill the workers."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+class StopSafeLoader(DataLoader[Any]):
+    """A DataLoader whose workers start with SIGTERM/SIGINT blocked and then filter them
+    (:func:`~visionforge.engine.signals.protect_loader_worker`): a stop signal sent to the
+    process group never kills a worker, not even one that is just starting."""
+
+    def __iter__(self) -> _BaseDataLoaderIter:
+        with stop_signals_blocked():
+            return super().__iter__()
 
 
 def make_loader(
@@ -161,14 +165,15 @@ def make_loader(
     seed: int,
     pin_memory: bool,
 ) -> DataLoader[Any]:
-    """A DataLoader with its own generator: creating iterators never consumes the global RNG."""
+    """A :class:`StopSafeLoader` with its own generator (iterators never consume the global
+    RNG)."""
     workers = cfg.num_workers
     extra: dict[str, Any] = {}
     if workers > 0:
         extra["persistent_workers"] = cfg.persistent_workers
         if cfg.prefetch_factor is not None:
             extra["prefetch_factor"] = cfg.prefetch_factor
-    return DataLoader(
+    return StopSafeLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
@@ -177,6 +182,6 @@ def make_loader(
         pin_memory=pin_memory,
         drop_last=False,
         generator=torch.Generator().manual_seed(seed),
-        worker_init_fn=ignore_stop_signals if workers > 0 else None,
+        worker_init_fn=protect_loader_worker if workers > 0 else None,
         **extra,
     )

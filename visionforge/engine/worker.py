@@ -1,7 +1,9 @@
 """Per-process entry for multi-process training under torchrun.
 
 ``python -m torch.distributed.run --nproc-per-node N -m visionforge.engine.worker
-RECIPE.json [--resume [CKPT]]`` runs the Trainer in each process; rank 0 prints the result.
+RECIPE.json [--resume [CKPT]] [--exist-ok] [--allow-recipe-change]`` runs the Trainer in
+each process; rank 0 prints the result. SIGTERM/SIGINT are caught before the Trainer is built,
+so a stop at any moment after that ends in a checkpoint and exit code 0.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from visionforge.config import load_recipe
+from visionforge.engine.signals import StopSignal
 from visionforge.errors import VisionforgeError
 
 
@@ -26,16 +29,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         const=True,
         default=False,
         metavar="CKPT",
-        help="continue from last.ckpt, or from CKPT",
+        help="continue from last.ckpt (if there is one), or from CKPT",
+    )
+    parser.add_argument("--exist-ok", action="store_true", help="write into a used folder")
+    parser.add_argument(
+        "--allow-recipe-change", action="store_true", help="resume with another recipe hash"
     )
     args = parser.parse_args(argv)
-    try:
-        from visionforge.engine import Trainer
+    with StopSignal(restore=False):
+        try:
+            from visionforge.engine import Trainer
 
-        result = Trainer(load_recipe(args.recipe), resume=args.resume).fit()
-    except VisionforgeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+            trainer = Trainer(
+                load_recipe(args.recipe),
+                resume=args.resume,
+                exist_ok=args.exist_ok,
+                allow_recipe_change=args.allow_recipe_change,
+            )
+            result = trainer.fit()
+        except VisionforgeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     if int(os.environ.get("RANK", "0")) == 0:
         summary = {
             "metrics": result.metrics,
