@@ -209,6 +209,9 @@ class Recipe(BaseModel):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     evaluator: ComponentSpec | None = None
+    teacher: ComponentSpec | None = Field(
+        None, description="a frozen module (models registry) whose outputs reach the loss"
+    )
     runner: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="local"))
     export: ExportConfig | None = None
 
@@ -226,6 +229,7 @@ class Recipe(BaseModel):
             ("data.val", REGISTRIES.datasets, self.data.val),
             ("loss", REGISTRIES.losses, self.loss),
             ("evaluator", REGISTRIES.evaluators, self.evaluator),
+            ("teacher", REGISTRIES.models, self.teacher),
             ("runner", REGISTRIES.runners, self.runner),
         ]
         if self.export is not None:
@@ -394,6 +398,7 @@ def recipe_json_schema() -> dict[str, Any]:
     props["model"] = {"$ref": "#/$defs/model_component"}
     props["loss"] = {"$ref": "#/$defs/loss_component"}
     props["evaluator"] = {"$ref": "#/$defs/evaluator_component"}
+    props["teacher"] = {"anyOf": [{"$ref": "#/$defs/model_component"}, {"type": "null"}]}
     props["runner"] = {"$ref": "#/$defs/runner_component"}
     data_props = defs["DataConfig"]["properties"]
     data_props["train"] = {"$ref": "#/$defs/dataset_component"}

@@ -48,6 +48,7 @@ from visionforge.engine.evaluation import (
     eval_loader,
     run_evaluation,
 )
+from visionforge.engine.frozen import build_frozen_modules, frozen_input_paths, nested_strings
 from visionforge.engine.loggers import (
     ConsoleLogger,
     Logger,
@@ -125,6 +126,11 @@ class Trainer:
         self.loss_fn = REGISTRIES.losses.build(recipe.loss.as_dict(), "loss")
         if isinstance(self.loss_fn, nn.Module):
             self.loss_fn.to(self.device)
+        # frozen modules (a teacher) stay outside the model: no checkpoint, EMA, DDP, optimizer
+        self.frozen = build_frozen_modules(
+            recipe, self.device, autocast_for(self.device, cfg.precision)
+        )
+        self.loss_fn = self.frozen.feeding(self.loss_fn)
         self.evaluator = self._build_evaluator()
         self.train_evaluator = self._build_evaluator() if cfg.train_metrics else None
 
@@ -625,21 +631,26 @@ class Trainer:
 
     def lineage_parents(self) -> list[str]:
         """Artifacts this run came from: ``init_checkpoint``, then every path-like field of
-        the data and model blocks that has a lineage manifest (datasets, teachers, weights)."""
+        the data, model and teacher blocks (nested too) that has a lineage manifest, and every
+        path field of the teacher (its weights) with or without one."""
         if self._parents is not None:
             return self._parents
         parents = [self.cfg.init_checkpoint] if self.cfg.init_checkpoint else []
         specs = [self.recipe.data.train, self.recipe.data.val, self.recipe.model]
+        specs.append(self.recipe.teacher)
         for spec in specs:
-            for value in (spec.fields() if spec is not None else {}).values():
-                if isinstance(value, str) and value not in parents and _has_manifest(value):
+            for value in nested_strings(spec.fields() if spec is not None else {}):
+                if value not in parents and _has_manifest(value):
                     parents.append(value)
+        parents += [p for p in frozen_input_paths(self.recipe) if p not in parents]
         self._parents = parents
         return parents
 
     def _write_checkpoint_manifest(self, name: str) -> None:
         parents = self.lineage_parents()
         extra: dict[str, Any] = {"position": self.position()}
+        if self.frozen:
+            extra["frozen"] = self.frozen.identities()  # a teacher: identity, not weights
         if self.run_output.remote:
             extra["path"] = self.run_output.target(name)
         write_manifest(
@@ -682,6 +693,8 @@ class Trainer:
             "best_metric": self.best_metric,
             "position": {"epoch": self.epoch, "global_step": self.global_step},
         }
+        if self.frozen:
+            extra["frozen"] = self.frozen.identities()
         if out.remote:
             extra["path"] = self.output
         device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
