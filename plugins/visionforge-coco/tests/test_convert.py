@@ -117,7 +117,6 @@ def test_background_image_is_kept(make_yolo: YoloFactory, tmp_path: Path) -> Non
         ("0 0.5 0.5 0.2\n", "4 columns"),
         ("0 0.5 abc 0.2 0.2\n", "non-numeric value 'abc'"),
         ("2 0.5 0.5 0.2 0.2\n", "class id 2 is not in 0..1"),
-        ("0 0.5 0.5 0.2 0.2\n0 0.1 0.1 0.2 0.1 0.3 0.3\n", "mixed box and polygon rows"),
         ("0 0.5 0.5 1.4 0.2\n", r"outside \[0, 1\]"),
     ],
 )
@@ -140,6 +139,7 @@ def test_slightly_outside_is_clipped_and_counted() -> None:
 
 
 def test_skip_invalid_reports_every_skipped_item(make_yolo: YoloFactory, tmp_path: Path) -> None:
+    """With ``strict_labels`` an image without a label file is one of the skipped items."""
     root = make_yolo(
         {"good.png": "0 0.5 0.5 0.2 0.2\n", "bad.png": "7 0.5 0.5 0.2 0.2\n", "nolabel.png": None},
         extra_labels={"orphan.txt": "0 0.5 0.5 0.2 0.2\n"},
@@ -147,8 +147,15 @@ def test_skip_invalid_reports_every_skipped_item(make_yolo: YoloFactory, tmp_pat
     (root / "images/train/corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     (root / "labels/train/corrupt.txt").write_text("")
     with pytest.raises(DataFormatError, match="--skip-invalid"):
-        yolo_to_coco(root, tmp_path / "out", split="train", progress=False)
-    report = yolo_to_coco(root, tmp_path / "out", split="train", skip_invalid=True, progress=False)
+        yolo_to_coco(root, tmp_path / "out", split="train", strict_labels=True, progress=False)
+    report = yolo_to_coco(
+        root,
+        tmp_path / "out",
+        split="train",
+        skip_invalid=True,
+        strict_labels=True,
+        progress=False,
+    )
     written = json.loads((tmp_path / "out/conversion_report.json").read_text())
     wheres = " ".join(p["where"] + p["message"] for p in written["skipped"])
     for needle in ("bad.txt:1", "nolabel.png", "orphan.txt", "corrupt.png"):

@@ -43,6 +43,12 @@ def add_coco_commands(subparsers: argparse._SubParsersAction) -> None:
         help="clip YOLO coordinates this far outside [0, 1] (default 0.01)",
     )
     p.add_argument(
+        "--strict-labels",
+        action="store_true",
+        help="yolo->coco: an image without a label file is an error "
+        "(default: a background image, counted in the report)",
+    )
+    p.add_argument(
         "--rows",
         choices=["auto", "box", "polygon"],
         default="auto",
@@ -79,6 +85,12 @@ def add_coco_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fix", metavar="OUT", help="write a repaired copy and fix_report.json")
     p.add_argument("--first", type=int, default=20, help="problems to print (default 20)")
     p.add_argument("--report", help="write every problem to this JSON file")
+    p.add_argument(
+        "--strict-labels",
+        action="store_true",
+        help="YOLO root: an image without a label file is a problem "
+        "(default: a background image, counted)",
+    )
     p.set_defaults(func=cmd_verify)
 
     p = commands.add_parser("stats", help="class counts, boxes per image, box sizes")
@@ -114,6 +126,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             link=args.link,
             skip_invalid=args.skip_invalid,
             tolerance=args.tolerance,
+            strict_labels=args.strict_labels,
             workers=args.workers or 1,
             progress=_progress(),
         )
@@ -123,6 +136,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
             raise ConfigError("--from coco needs --ann ANNOTATIONS.json (SRC is the images dir)")
         if args.id_names:
             raise ConfigError("--id-names applies to --to coco only")
+        if args.strict_labels:
+            raise ConfigError("--strict-labels applies to --from yolo only")
         split = args.split or "train"
         report = coco_to_yolo(
             args.src,
@@ -165,7 +180,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from visionforge_coco.verify import fix_coco, verify_dataset
 
     try:
-        report = verify_dataset(args.dataset, progress=_progress())
+        report = verify_dataset(
+            args.dataset, progress=_progress(), strict_labels=args.strict_labels
+        )
     except DataFormatError as err:
         print(f"unusable: {err}")
         return 2

@@ -158,7 +158,7 @@ def annotation_problems(
                     ),
                 )
         seg = ann.get("segmentation")
-        if seg is not None and not _valid_segmentation(seg):
+        if seg is not None and not valid_segmentation(seg):
             yield (
                 i,
                 Problem(
@@ -167,7 +167,8 @@ def annotation_problems(
             )
 
 
-def _valid_segmentation(seg: object) -> bool:
+def valid_segmentation(seg: object) -> bool:
+    """Polygons ``[[x, y, ...], ...]`` (3+ points each) or an RLE ``{size, counts}``."""
     if isinstance(seg, list):
         return all(
             isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(_number(v) for v in p)

@@ -38,6 +38,10 @@ class YoloDatasetConfig(DetectionTransformConfig):
     root: InputPath = Field(..., description="YOLO root holding data.yaml")
     split: Literal["train", "val", "test"] = "train"
     tolerance: float = Field(0.01, ge=0, description="clip coordinates this far outside [0, 1]")
+    strict_labels: bool = Field(
+        False,
+        description="an image without a label file is an error (default: a background image)",
+    )
 
 
 class SyntheticShapesConfig(DetectionTransformConfig):
@@ -85,6 +89,10 @@ class Yolo2CocoConfig(ComponentConfig):
     link: Literal["copy", "hard", "sym"] = "copy"
     skip_invalid: bool = False
     tolerance: float = Field(0.01, ge=0)
+    strict_labels: bool = Field(
+        False,
+        description="an image without a label file is an error (default: a background image)",
+    )
 
 
 class Coco2YoloConfig(ComponentConfig):

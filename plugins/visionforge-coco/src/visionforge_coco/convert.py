@@ -29,9 +29,16 @@ from visionforge_coco.cocofile import (
     dumps_coco,
     image_problems,
     load_coco,
-    read_json,
     safe_relative,
     structure_problems,
+)
+from visionforge_coco.crowd import (
+    CrowdRegions,
+    annotation_from_region,
+    crowd_path,
+    crowd_problems,
+    read_crowd,
+    region_from_annotation,
 )
 from visionforge_coco.imageinfo import image_size
 from visionforge_coco.problems import DataFormatError, Problem
@@ -48,8 +55,6 @@ from visionforge_coco.yolo import (
     read_data_yaml,
 )
 
-CROWD_FILE = "crowd.json"
-"""Per split, beside the label files: crowd annotations YOLO rows cannot hold."""
 REPORT_FILE = "conversion_report.json"
 
 T = TypeVar("T")
@@ -58,13 +63,19 @@ R = TypeVar("R")
 
 @dataclass
 class ConvertReport:
-    """What a conversion did; ``skipped`` lists every item left out (``--skip-invalid``)."""
+    """What a conversion did; ``skipped`` lists every item left out (``--skip-invalid``).
+
+    ``background``: images written without objects, ``without_label_file`` of them had no
+    label file (YOLO -> COCO).
+    """
 
     output: str
     images: int = 0
     annotations: int = 0
     clipped: int = 0
     crowd: int = 0
+    background: int = 0
+    without_label_file: int = 0
     skipped: list[Problem] = field(default_factory=list)
     notes: list[Problem] = field(default_factory=list)
     rewritten: int = 0
@@ -74,8 +85,9 @@ class ConvertReport:
     def summary(self) -> str:
         return (
             f"{self.images} images, {self.annotations} annotations -> {self.output} "
-            f"({self.clipped} clipped, {self.crowd} crowd, {len(self.skipped)} skipped, "
-            f"{self.reused} unchanged files reused) in {self.seconds:.2f}s"
+            f"({self.background} background, {self.without_label_file} without a label "
+            f"file, {self.clipped} clipped, {self.crowd} crowd, {len(self.skipped)} "
+            f"skipped, {self.reused} unchanged files reused) in {self.seconds:.2f}s"
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -137,13 +149,15 @@ def _stop_on(problems: list[Problem], skip_invalid: bool) -> None:
 
 
 class Inspection(NamedTuple):
-    """What one image and its label file hold: size, rows, problems, clipped count."""
+    """What one image and its label file hold: size, rows, problems, clipped count, and
+    whether it has a label file."""
 
     width: int
     height: int
     rows: list[LabelRow]
     problems: list[Problem]
     clipped: int
+    labelled: bool = True
 
 
 def _read_text(path: str) -> str:
@@ -158,8 +172,21 @@ def _read_text(path: str) -> str:
     return b"".join(chunks).decode()
 
 
-def inspect_pair(pair: Pair, num_classes: int, tolerance: float) -> Inspection:
-    """Read the image header and parse the label file of one pair."""
+def missing_label_problem(pair: Pair) -> Problem:
+    """The problem of an image without a label file where one is required (strict)."""
+    label = posixpath.splitext(pair.rel)[0] + ".txt"
+    return Problem(
+        pair.image_file,
+        f"image without a label file (--strict-labels: add an empty {label} under labels/ "
+        "for a background image)",
+    )
+
+
+def inspect_pair(
+    pair: Pair, num_classes: int, tolerance: float, strict_labels: bool = False
+) -> Inspection:
+    """Read the image header and parse the label file of one pair. Without a label file
+    the image is a background image (no objects), or a problem with ``strict_labels``."""
     problems: list[Problem] = []
     width = height = 0
     try:
@@ -167,15 +194,9 @@ def inspect_pair(pair: Pair, num_classes: int, tolerance: float) -> Inspection:
     except DataFormatError as err:
         problems.append(Problem(pair.image_file, str(err).split(": ", 1)[-1]))
     if pair.label_file is None:
-        label = posixpath.splitext(pair.rel)[0] + ".txt"
-        problems.append(
-            Problem(
-                pair.image_file,
-                f"image without a label file (add an empty "
-                f"{label} under labels/ for a background image)",
-            )
-        )
-        return Inspection(width, height, [], problems, 0)
+        if strict_labels:
+            problems.append(missing_label_problem(pair))
+        return Inspection(width, height, [], problems, 0, labelled=False)
     text = _read_text(pair.label_file)
     parsed = parse_label_text(text, pair.label_file, num_classes, tolerance)
     return Inspection(width, height, parsed.rows, problems + parsed.problems, parsed.clipped)
@@ -185,6 +206,7 @@ def inspect_pairs(
     pairs: Sequence[Pair],
     num_classes: int,
     tolerance: float,
+    strict_labels: bool,
     workers: int | None,
     desc: str,
     progress: bool,
@@ -192,7 +214,7 @@ def inspect_pairs(
     """``inspect_pair`` for every pair, in order, on a thread pool: file reads (often from
     disk) overlap, header and label parsing share the interpreter."""
     return parallel_map(
-        lambda p: inspect_pair(p, num_classes, tolerance),
+        lambda p: inspect_pair(p, num_classes, tolerance, strict_labels),
         pairs,
         workers,
         f"read {desc}",
@@ -231,17 +253,6 @@ def _coco_annotation(
     }
 
 
-def read_crowd(labels_dir: Path) -> dict[str, list[dict[str, Any]]]:
-    """Crowd annotations kept beside the label files (``crowd.json``), by image path."""
-    path = labels_dir / CROWD_FILE
-    if not path.is_file():
-        return {}
-    data = read_json(path)
-    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
-        raise DataFormatError(f"{path}: expected {{image path: [crowd annotations]}}")
-    return data
-
-
 def yolo_to_coco(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -251,6 +262,7 @@ def yolo_to_coco(
     link: LinkMode = "copy",
     skip_invalid: bool = False,
     tolerance: float = 0.01,
+    strict_labels: bool = False,
     workers: int | None = 1,
     progress: bool = True,
 ) -> ConvertReport:
@@ -258,13 +270,25 @@ def yolo_to_coco(
 
     With ``split`` DST gets ``images/`` and ``annotations.json``; without, one such folder
     per split in data.yaml (``DST/<split>/...``). Category ids are 1-based, named from
-    data.yaml. ``id_names`` names files ``{image_id:06d}<ext>``. The per-image work (header
-    and label parsing) holds the GIL, so it runs in this thread by default; ``workers``
-    threads (None: automatic) only pay off when reading files is slow (network storage).
+    data.yaml; crowd regions (``crowd.json``) get theirs from their class the same way.
+    An image without a label file is a background image, or a problem with
+    ``strict_labels``. ``id_names`` names files ``{image_id:06d}<ext>``. The per-image
+    work (header and label parsing) holds the GIL, so it runs in this thread by default;
+    ``workers`` threads (None: automatic) only pay off when reading files is slow
+    (network storage).
     """
     with paused_gc():
         return _yolo_to_coco(
-            src, dst, split, id_names, link, skip_invalid, tolerance, workers, progress
+            src,
+            dst,
+            split,
+            id_names,
+            link,
+            skip_invalid,
+            tolerance,
+            strict_labels,
+            workers,
+            progress,
         )
 
 
@@ -276,6 +300,7 @@ def _yolo_to_coco(
     link: LinkMode,
     skip_invalid: bool,
     tolerance: float,
+    strict_labels: bool,
     workers: int | None,
     progress: bool,
 ) -> ConvertReport:
@@ -300,6 +325,7 @@ def _yolo_to_coco(
                 link,
                 skip_invalid,
                 tolerance,
+                strict_labels,
                 workers,
                 progress,
                 report,
@@ -332,6 +358,7 @@ def _convert_yolo_split(
     link: LinkMode,
     skip_invalid: bool,
     tolerance: float,
+    strict_labels: bool,
     workers: int | None,
     progress: bool,
     report: ConvertReport,
@@ -343,12 +370,13 @@ def _convert_yolo_split(
         Problem(str(p), "label file without an image (same path under images/ expected)")
         for p in pairing.orphan_labels
     ]
-    unknown_crowd = set(crowd) - {p.rel for p in pairing.pairs}
-    problems.extend(
-        Problem(str(labels_dir / CROWD_FILE), f"crowd entry for {rel!r}, which has no image")
-        for rel in sorted(unknown_crowd)
+    bad_crowd = crowd_problems(
+        crowd, crowd_path(labels_dir), num_classes, {p.rel for p in pairing.pairs}
     )
-    inspected = inspect_pairs(pairing.pairs, num_classes, tolerance, workers, split, progress)
+    problems.extend(p for rel in sorted(bad_crowd) for p in bad_crowd[rel])
+    inspected = inspect_pairs(
+        pairing.pairs, num_classes, tolerance, strict_labels, workers, split, progress
+    )
     problems.extend(p for found in inspected for p in found.problems)
     _stop_on(problems, skip_invalid)
     report.skipped.extend(problems)
@@ -356,7 +384,7 @@ def _convert_yolo_split(
     valid = [
         (i + 1, pair, found, _output_name(i + 1, pair, id_names))
         for i, (pair, found) in enumerate(zip(pairing.pairs, inspected, strict=True))
-        if not found.problems
+        if not found.problems and pair.rel not in bad_crowd
     ]
 
     def place(entry: tuple[int, Pair, Inspection, str]) -> None:
@@ -374,12 +402,14 @@ def _convert_yolo_split(
             _coco_annotation(ann_id, image_id, row, found.width, found.height)
             for ann_id, row in enumerate(found.rows, start=first_id)
         ]
-        for extra in crowd.get(pair.rel, []):
-            ann = {k: v for k, v in extra.items() if k not in ("id", "image_id")}
-            annotations.append(
-                {"id": len(annotations) + 1, "image_id": image_id, **ann, "iscrowd": 1}
-            )
-            report.crowd += 1
+        regions = crowd.get(pair.rel, [])
+        annotations += [
+            annotation_from_region(region, ann_id, image_id)
+            for ann_id, region in enumerate(regions, start=len(annotations) + 1)
+        ]
+        report.crowd += len(regions)
+        report.background += not found.rows and not regions
+        report.without_label_file += not found.labelled
         report.clipped += found.clipped
     report.images += len(images)
     report.annotations += len(annotations)
@@ -431,7 +461,8 @@ def coco_to_yolo(
 
     Class ``i`` is the i-th category by ascending id; data.yaml lists the names. ``rows``:
     ``auto`` writes polygons when every non-crowd annotation has one, else boxes. Crowd
-    annotations go to ``labels/<split>/crowd.json`` (``keep``) or become box rows (``box``).
+    annotations go to ``labels/<split>/crowd.json`` with their class (``keep``, see
+    ``visionforge_coco.crowd``) or become box rows (``box``).
     Other splits already in ``dst`` are kept.
     """
     start = time.perf_counter()
@@ -460,7 +491,7 @@ def coco_to_yolo(
         rows == "auto" and bool(plain) and all(_has_polygon(a) for a in plain)
     )
     root = Path(images_dir)
-    crowd_out: dict[str, list[dict[str, Any]]] = {}
+    crowd_out: CrowdRegions = {}
 
     with StagedDir(dst) as out:
         _carry_other_splits(out, split)
@@ -489,9 +520,11 @@ def coco_to_yolo(
         report.images = len(written)
         report.annotations = sum(len(by_image[img["id"]]) for img in written)
         report.crowd = sum(1 for img in written for a in by_image[img["id"]] if a.get("iscrowd"))
+        report.background = sum(1 for img in written if not by_image[img["id"]])
         if crowd_out:
             out.write_bytes(
-                f"labels/{split}/{CROWD_FILE}", dumps_coco(dict(sorted(crowd_out.items())))
+                crowd_path(Path("labels", split)).as_posix(),
+                dumps_coco(dict(sorted(crowd_out.items()))),
             )
         out.write_bytes("data.yaml", _data_yaml(out, split, [c["name"] for c in cats]))
         report.seconds = time.perf_counter() - start
@@ -507,7 +540,7 @@ def _yolo_lines(
     class_of: dict[int, int],
     use_polygons: bool,
     crowd: CrowdMode,
-    crowd_out: dict[str, list[dict[str, Any]]],
+    crowd_out: CrowdRegions,
     rel: str,
     source: str,
 ) -> tuple[list[str], list[Problem]]:
@@ -519,8 +552,7 @@ def _yolo_lines(
         cls = class_of[ann["category_id"]]
         if ann.get("iscrowd"):
             if crowd == "keep":
-                keep = {k: v for k, v in ann.items() if k not in ("id", "image_id", "iscrowd")}
-                crowd_out.setdefault(rel, []).append(keep)
+                crowd_out.setdefault(rel, []).append(region_from_annotation(ann, cls))
                 continue
             notes.append(Problem(where, "crowd annotation converted to an ordinary box row"))
         elif use_polygons and _has_polygon(ann):

@@ -16,6 +16,7 @@ def run_yolo2coco(cfg: Yolo2CocoConfig) -> ConvertReport:
         link=cfg.link,
         skip_invalid=cfg.skip_invalid,
         tolerance=cfg.tolerance,
+        strict_labels=cfg.strict_labels,
     )
 
 

@@ -24,7 +24,8 @@ from visionforge import storage
 from visionforge.data.collate import collate_with_lists
 from visionforge_coco.cocofile import contiguous_categories, load_coco, safe_relative
 from visionforge_coco.configs import CocoDatasetConfig, SyntheticShapesConfig, YoloDatasetConfig
-from visionforge_coco.convert import CROWD_FILE, read_crowd
+from visionforge_coco.convert import missing_label_problem
+from visionforge_coco.crowd import CLASS_KEY, crowd_path, crowd_problems, read_crowd
 from visionforge_coco.decode import read_image
 from visionforge_coco.problems import DataFormatError, raise_first
 from visionforge_coco.synthetic import ShapesSpec, generate
@@ -159,7 +160,8 @@ class CocoDetection(DetectionDataset):
 
 class YoloDetection(DetectionDataset):
     """One split of a YOLO root; image ids are 1.. in sorted path order (as ``yolo2coco``),
-    category ids are class + 1. Invalid label files raise on construction."""
+    category ids are class + 1. An image without a label file is a background image (an
+    error with ``strict_labels``). Invalid label and crowd files raise on construction."""
 
     def __init__(
         self,
@@ -167,6 +169,7 @@ class YoloDetection(DetectionDataset):
         split: str = "train",
         transforms: Transform | None = None,
         tolerance: float = 0.01,
+        strict_labels: bool = False,
     ) -> None:
         data = read_data_yaml(root)
         if split not in data.splits:
@@ -179,24 +182,28 @@ class YoloDetection(DetectionDataset):
             raise DataFormatError(f"{pairing.orphan_labels[0]}: label file without an image")
         self.class_names = data.names
         self.category_ids = list(range(1, data.num_classes + 1))
-        self.crowd = read_crowd(labels_dir_for(images_dir))
+        labels_dir = labels_dir_for(images_dir)
+        self.crowd = read_crowd(labels_dir)
+        bad_crowd = crowd_problems(
+            self.crowd, crowd_path(labels_dir), data.num_classes, {p.rel for p in pairing.pairs}
+        )
+        raise_first(
+            (p for rel in sorted(bad_crowd) for p in bad_crowd[rel]),
+            "run `visionforge coco verify` for all problems",
+        )
         self.items: list[tuple[Path, list[tuple[int, tuple[float, ...]]], str]] = []
         for pair in pairing.pairs:
             if pair.label is None:
-                raise DataFormatError(
-                    f"{pair.image}: image without a label file (add an empty "
-                    "one for a background image)"
-                )
+                if strict_labels:
+                    raise_first([missing_label_problem(pair)])
+                self.items.append((pair.image, [], pair.rel))
+                continue
             parsed = parse_label_text(
                 pair.label.read_text(), str(pair.label), data.num_classes, tolerance
             )
             raise_first(parsed.problems, "run `visionforge coco verify` for all problems")
             rows = [(r.class_id, _normalized_box(r.kind, r.coords)) for r in parsed.rows]
             self.items.append((pair.image, rows, pair.rel))
-        if set(self.crowd) - {rel for _, _, rel in self.items}:
-            raise DataFormatError(
-                f"{labels_dir_for(images_dir) / CROWD_FILE}: lists images that do not exist"
-            )
         self.transforms = transforms
 
     def __len__(self) -> int:
@@ -213,7 +220,7 @@ class YoloDetection(DetectionDataset):
         for ann in self.crowd.get(rel, []):
             x, y, w, h = ann["bbox"]
             boxes.append(np.array([x, y, x + w, y + h]))
-            labels.append(ann["category_id"] - 1)
+            labels.append(ann[CLASS_KEY])
             crowd.append(1)
         stacked = np.array(boxes, dtype=np.float64).reshape(-1, 4)
         area = (stacked[:, 2] - stacked[:, 0]) * (stacked[:, 3] - stacked[:, 1])
@@ -285,7 +292,9 @@ def build_coco(cfg: CocoDatasetConfig) -> CocoDetection:
 
 def build_yolo(cfg: YoloDatasetConfig) -> YoloDetection:
     """Builder of the ``yolo`` dataset."""
-    return YoloDetection(cfg.root, cfg.split, detection_transforms(cfg), cfg.tolerance)
+    return YoloDetection(
+        cfg.root, cfg.split, detection_transforms(cfg), cfg.tolerance, cfg.strict_labels
+    )
 
 
 def build_synthetic_shapes(cfg: SyntheticShapesConfig) -> SyntheticShapes:

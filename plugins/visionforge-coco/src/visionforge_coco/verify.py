@@ -26,12 +26,19 @@ from visionforge_coco.cocofile import (
     safe_relative,
     structure_problems,
 )
-from visionforge_coco.convert import parallel_map
+from visionforge_coco.convert import missing_label_problem, parallel_map
+from visionforge_coco.crowd import crowd_path, crowd_problems, read_crowd
 from visionforge_coco.decode import decoded_size
 from visionforge_coco.problems import DataFormatError, Problem
 from visionforge_coco.provenance import record_dataset
 from visionforge_coco.staging import StagedDir
-from visionforge_coco.yolo import pair_images_and_labels, parse_label_text, read_data_yaml
+from visionforge_coco.yolo import (
+    Pair,
+    labels_dir_for,
+    pair_images_and_labels,
+    parse_label_text,
+    read_data_yaml,
+)
 
 
 @dataclass
@@ -111,42 +118,67 @@ def verify_coco(
     return report
 
 
-def verify_yolo(root: str | os.PathLike[str], progress: bool = True) -> VerifyReport:
-    """Every problem of a YOLO root: label rows, pairing, images that do not decode."""
+def verify_yolo(
+    root: str | os.PathLike[str], progress: bool = True, strict_labels: bool = False
+) -> VerifyReport:
+    """Every problem of a YOLO root: label rows, pairing, crowd regions, images that do not
+    decode. An image without a label file is a background image (counted), or a problem
+    with ``strict_labels``."""
     data = read_data_yaml(root)
     report = VerifyReport(str(data.path))
-    counts = {"images": 0, "label rows": 0}
+    counts = dict.fromkeys(
+        ("images", "label rows", "crowd regions", "background images", "without a label file"),
+        0,
+    )
     for split, images_dir in data.splits.items():
         pairing = pair_images_and_labels(images_dir)
         report.problems.extend(
             Problem(str(p), "label file without an image") for p in pairing.orphan_labels
         )
+        labels_dir = labels_dir_for(images_dir)
+        crowd = read_crowd(labels_dir)
+        bad_crowd = crowd_problems(
+            crowd, crowd_path(labels_dir), data.num_classes, {p.rel for p in pairing.pairs}
+        )
+        report.problems.extend(p for rel in sorted(bad_crowd) for p in bad_crowd[rel])
 
-        def check(pair: Any) -> tuple[int, list[Problem]]:
+        def check(pair: Pair) -> tuple[int | None, list[Problem]]:
+            """(label rows, or None without a label file; problems) of one image."""
             problems = []
             try:
                 decoded_size(pair.image)
             except DataFormatError as err:
-                problems.append(Problem(str(pair.image), str(err).split(": ", 1)[-1]))
+                problems.append(Problem(pair.image_file, str(err).split(": ", 1)[-1]))
             if pair.label is None:
-                problems.append(Problem(str(pair.image), "image without a label file"))
-                return 0, problems
+                if strict_labels:
+                    problems.append(missing_label_problem(pair))
+                return None, problems
             parsed = parse_label_text(pair.label.read_text(), str(pair.label), data.num_classes)
             return len(parsed.rows), problems + parsed.problems
 
         results = parallel_map(check, pairing.pairs, None, f"verify {split}", progress)
         counts["images"] += len(pairing.pairs)
-        counts["label rows"] += sum(n for n, _ in results)
+        counts["label rows"] += sum(n or 0 for n, _ in results)
+        counts["crowd regions"] += sum(len(regions) for regions in crowd.values())
+        counts["background images"] += sum(
+            1
+            for pair, (n, _) in zip(pairing.pairs, results, strict=True)
+            if not n and not crowd.get(pair.rel)
+        )
+        counts["without a label file"] += sum(1 for n, _ in results if n is None)
         report.problems.extend(p for _, problems in results for p in problems)
     report.counts = counts
     return report
 
 
-def verify_dataset(dataset: str | os.PathLike[str], progress: bool = True) -> VerifyReport:
-    """Verify a YOLO root (has data.yaml) or a COCO dataset dir / annotations file."""
+def verify_dataset(
+    dataset: str | os.PathLike[str], progress: bool = True, strict_labels: bool = False
+) -> VerifyReport:
+    """Verify a YOLO root (has data.yaml) or a COCO dataset dir / annotations file;
+    ``strict_labels`` applies to YOLO roots (see ``verify_yolo``)."""
     path = Path(dataset)
     if path.is_dir() and ((path / "data.yaml").is_file() or (path / "data.yml").is_file()):
-        return verify_yolo(path, progress)
+        return verify_yolo(path, progress, strict_labels)
     ann, images = dataset_paths(path)
     return verify_coco(ann, images, progress)
 

@@ -1,8 +1,9 @@
 """The Ultralytics YOLO layout: ``data.yaml``, ``images/<split>`` beside ``labels/<split>``.
 
 A label row is ``class cx cy w h`` (a box) or ``class x1 y1 x2 y2 ...`` (a polygon of at
-least three points), coordinates normalized to [0, 1]. Coordinates slightly outside
-(within ``tolerance``) are clipped and counted; further out the row is rejected.
+least three points), coordinates normalized to [0, 1]; one file may hold both kinds.
+Coordinates slightly outside (within ``tolerance``) are clipped and counted; further out
+the row is rejected.
 """
 
 from __future__ import annotations
@@ -320,40 +321,31 @@ def _clean_box_file(text: str, num_classes: int) -> list[LabelRow] | None:
 def parse_label_text(
     text: str, file: str, num_classes: int, tolerance: float = 0.01
 ) -> ParsedLabels:
-    """Parse a label file's text; problems name ``file:line``. Blank lines are ignored."""
+    """Parse a label file's text; problems name ``file:line``. Blank lines are ignored.
+
+    Each row is read as what it is: a file may mix box and polygon rows (labeling tools
+    export such files), ``LabelRow.kind`` tells them apart.
+    """
     clean = _clean_box_file(text, num_classes)
     if clean is not None:
         return ParsedLabels(rows=clean, problems=[])
     rows: list[LabelRow] = []
     problems: list[Problem] = []
     clipped = 0
-    first_kind: tuple[RowKind, int] | None = None
     for lineno, raw in enumerate(text.splitlines(), start=1):
         fields = raw.split()
         if not fields:
             continue
-        if len(fields) == 5 and (first_kind is None or first_kind[0] == "box"):
+        if len(fields) == 5:
             fast = _clean_box(fields, num_classes)
             if fast is not None:
                 rows.append(LabelRow(int(fast[0]), "box", fast[1:], lineno))
-                first_kind = first_kind or ("box", lineno)
                 continue
         row, problem, was_clipped = _parse_row(fields, file, lineno, num_classes, tolerance)
         if problem is not None:
             problems.append(problem)
             continue
         assert row is not None
-        if first_kind is None:
-            first_kind = (row.kind, lineno)
-        elif row.kind != first_kind[0]:
-            problems.append(
-                Problem(
-                    f"{file}:{lineno}",
-                    f"mixed box and polygon rows (line {first_kind[1]} is a {first_kind[0]}, this "
-                    f"one a {row.kind}); use one kind per file",
-                )
-            )
-            continue
         clipped += was_clipped
         rows.append(row)
     return ParsedLabels(rows=rows, problems=problems, clipped=clipped)
