@@ -111,7 +111,14 @@ def resolve_source(
             "give a recipe as SOURCE to combine it with --checkpoint"
         )
     from visionforge.engine import load_checkpoint
+    from visionforge.export.chain import source_kind
 
+    kind = source_kind(source)
+    if kind != "checkpoint":
+        raise ConfigError(
+            f"SOURCE {source}: an exported {kind} artifact, not a checkpoint; give the "
+            "recipe or checkpoint it was exported from"
+        )
     stored = load_checkpoint(source)["recipe"]
     recipe = recipe_from_dict(stored, overrides, source=f"{source} (stored recipe)")
     return recipe, absolute(source)
@@ -331,37 +338,111 @@ def _device(name: str) -> torch.device:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Export a checkpoint's model (ONNX with a parity check) and write its manifest."""
+    """Export a recipe's or checkpoint's model, or an exported artifact (``best.onnx``), through
+    the exporters ``--to`` needs (``--to hailo`` from a checkpoint exports ONNX first).
+
+    Options a plugin adds to this command with ``dest="export.FIELD"`` (default None) go into
+    the target exporter's config block when given.
+    """
+    from visionforge.export.chain import (
+        chain_outputs,
+        checkpoint_in_lineage,
+        describe,
+        load_artifact,
+        plan_chain,
+        recipe_of_checkpoint,
+        run_chain,
+        source_kind,
+    )
+
+    kind = source_kind(args.source)
+    artifact = None
+    recipe: Recipe | None
+    checkpoint: str | None
+    if kind in ("recipe", "checkpoint"):
+        recipe, checkpoint = resolve_source(args.source, args.checkpoint, args.overrides)
+    else:
+        if args.checkpoint is not None:
+            raise ConfigError(
+                f"--checkpoint {args.checkpoint}: SOURCE {args.source} is an exported {kind} "
+                "artifact; give a recipe as SOURCE to combine it with --checkpoint"
+            )
+        artifact = load_artifact(absolute(args.source))
+        checkpoint = checkpoint_in_lineage(artifact)
+        recipe = recipe_of_checkpoint(checkpoint, args.overrides) if checkpoint else None
+        if recipe is None and args.overrides:
+            raise ConfigError(
+                f"--set: {args.source} has no checkpoint in its lineage, so there is no recipe "
+                "to override"
+            )
+    options = _export_options(args)
+
+    def block_for(name: str) -> dict[str, Any]:
+        block: dict[str, Any] = {"type": name}
+        if recipe is not None and recipe.export is not None and (
+            REGISTRIES.exporters.get(recipe.export.type) is REGISTRIES.exporters.get(name)
+        ):
+            block = recipe.export.model_dump()
+        if name == args.to:
+            block.update(options)
+        if args.opset is not None and name == "onnx":
+            block["opset"] = args.opset
+        return block
+
+    steps = plan_chain(args.to, "model" if artifact is None else artifact.kind, block_for)
+    suffix = steps[-1].exporter.suffix
+    if args.out:
+        out = absolute(args.out)
+    elif artifact is not None:
+        out = os.path.splitext(artifact.path)[0] + suffix
+    else:
+        assert recipe is not None
+        out = default_export_path(recipe, checkpoint, suffix)
+    if artifact is None:
+        assert recipe is not None
+        source, recipe, example = _export_model(recipe, checkpoint, steps[0].block)
+        parents = [checkpoint] if checkpoint else []
+    else:
+        source, example, parents = artifact, None, [artifact.path]
+    artifacts = run_chain(
+        steps,
+        source,
+        outs=chain_outputs(out, steps),
+        recipe=recipe,
+        parents=parents,
+        example=example,
+    )
+    for made in artifacts:
+        print(f"wrote {describe(made)}")
+    return 0
+
+
+def _export_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``{FIELD: value}`` from the options plugins added as ``dest="export.FIELD"``."""
+    options: dict[str, Any] = {}
+    for dest, value in vars(args).items():
+        if dest.startswith("export.") and value is not None:
+            *parents, leaf = dest.removeprefix("export.").split(".")
+            node = options
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = value
+    return options
+
+
+def _export_model(
+    recipe: Recipe, checkpoint: str | None, block: Mapping[str, Any]
+) -> tuple[Any, Recipe, torch.Tensor]:
+    """(model on the CPU in eval mode, its recipe, a seeded example batch of one)."""
     import torch
 
     from visionforge.engine import load_model
 
-    recipe, checkpoint = resolve_source(args.source, args.checkpoint, args.overrides)
-    block: dict[str, Any] = {"type": args.to}
-    if recipe.export is not None and REGISTRIES.exporters.get(recipe.export.type) is (
-        REGISTRIES.exporters.get(args.to)
-    ):
-        block = recipe.export.model_dump()
-    if args.opset is not None:
-        block["opset"] = args.opset
-    exporter_cfg = REGISTRIES.exporters.validate(block, "export")
-    exporter = REGISTRIES.exporters.build(block, "export")
-    shape = example_shape(recipe, exporter_cfg)
+    shape = example_shape(recipe, REGISTRIES.exporters.validate(block, "export"))
     model, recipe = load_model(recipe, checkpoint)
     model.cpu().eval()
-    out = (
-        absolute(args.out)
-        if args.out
-        else default_export_path(recipe, checkpoint, getattr(exporter, "suffix", f".{args.to}"))
-    )
     example = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0))
-    artifact = exporter.export(
-        model, out=out, recipe=recipe, parents=[checkpoint] if checkpoint else [], example=example
-    )
-    diff = artifact.manifest.get("metrics", {}).get("max_abs_diff")
-    details = f"; max abs diff vs PyTorch {diff:.3g}" if diff is not None else ""
-    print(f"wrote {artifact.path} ({artifact.kind}{details})")
-    return 0
+    return model, recipe, example
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
