@@ -196,6 +196,24 @@ class ExportConfig(BaseModel):
     type: str = "onnx"
 
 
+TRAINER_FIELDS_NOT_HASHED = frozenset(
+    {
+        "output",
+        "epochs",
+        "device",
+        "compile",
+        "loggers",
+        "log_every_steps",
+        "csv_log_steps",
+        "eval_every_epochs",
+        "checkpoint_every_steps",
+        "keep_epoch_checkpoints",
+        "train_metrics",
+    }
+)
+"""Trainer fields that say where, how long or how visibly a run goes, not what it trains."""
+
+
 class Recipe(BaseModel):
     """A whole training recipe; component blocks are checked with :meth:`check_components`."""
 
@@ -255,9 +273,29 @@ class Recipe(BaseModel):
         return missing
 
     def sha256(self) -> str:
-        """Hash of the canonical recipe (the lineage's recipe hash)."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """The recipe hash (lineage, resume checks): what defines the trained model.
+
+        It covers ``model``, ``data`` (not ``data.loader``), ``loss``, ``optimizer``,
+        ``schedule``, ``teacher`` (when set) and the trainer fields that change the weights
+        (seed, batch size, precision, ...), not where or how long a run goes:
+        ``trainer.output``, ``epochs``, loggers, checkpointing and logging intervals,
+        ``runner``, ``evaluator``, ``export`` and ``name`` stay out
+        (see :data:`TRAINER_FIELDS_NOT_HASHED`).
+        """
+        canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def identity(self) -> dict[str, Any]:
+        """The part of the recipe that :meth:`sha256` hashes, as JSON-ready data."""
+        data = self.model_dump(mode="json")
+        hashed = {key: data[key] for key in ("model", "data", "loss", "optimizer", "schedule")}
+        hashed["data"] = {k: v for k, v in hashed["data"].items() if k != "loader"}
+        if data.get("teacher") is not None:  # absent: the hash of teacher-less recipes is kept
+            hashed["teacher"] = data["teacher"]
+        hashed["trainer"] = {
+            k: v for k, v in data["trainer"].items() if k not in TRAINER_FIELDS_NOT_HASHED
+        }
+        return hashed
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
@@ -365,7 +403,7 @@ def load_recipe(
 ) -> Recipe:
     """Load, override and validate a recipe file (local path or fsspec URL)."""
     data = read_recipe_data(path)
-    data.setdefault("name", Path(os.fspath(path)).parent.name or Path(os.fspath(path)).stem)
+    data.setdefault("name", Path(os.fspath(path)).stem)  # runs/<name>: the file, not its folder
     return recipe_from_dict(data, overrides, source=os.fspath(path), check=check)
 
 

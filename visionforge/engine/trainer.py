@@ -11,8 +11,9 @@ import io
 import json
 import math
 import random
+import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -66,8 +67,8 @@ from visionforge.engine.signals import StopSignal
 from visionforge.errors import CheckpointError, ConfigError, VisionforgeError
 from visionforge.lineage import manifest_path, write_manifest
 from visionforge.registry import REGISTRIES
+from visionforge.run_folder import LAST, check_new_run_folder
 
-LAST = "last.ckpt"
 BEST = "best.ckpt"
 MANIFEST_SUFFIX = ".manifest.json"
 
@@ -92,14 +93,31 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    """Trains ``recipe``; ``resume=True`` continues from ``last.ckpt`` in ``trainer.output``,
-    ``resume="path/or/url.ckpt"`` from that checkpoint (e.g. ``epoch_0030.ckpt``)."""
+    """Trains ``recipe`` into ``trainer.output`` (a folder that holds no other run, unless
+    ``exist_ok``; :func:`visionforge.run_folder.new_run_folder` picks a fresh one).
 
-    def __init__(self, recipe: Recipe, *, resume: bool | str = False) -> None:
+    ``resume=True`` continues from ``last.ckpt`` in ``trainer.output`` when there is one, else
+    starts there (what a runner restarting its own job wants); ``resume="path/or/url.ckpt"``
+    continues from that checkpoint (e.g. ``epoch_0030.ckpt``). A checkpoint written by a
+    recipe with another :meth:`~visionforge.config.Recipe.sha256` is refused unless
+    ``allow_recipe_change`` (more ``trainer.epochs`` keep the hash).
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        *,
+        resume: bool | str = False,
+        exist_ok: bool = False,
+        allow_recipe_change: bool = False,
+    ) -> None:
         self.recipe = recipe
         self.cfg = cfg = recipe.trainer
         self.output: str = cfg.output or "runs/run"
         self.resume = resume
+        self.allow_recipe_change = allow_recipe_change
+        if not resume and not exist_ok:
+            check_new_run_folder(self.output)
         require_installed(cfg.loggers)
         self.dist = distributed.setup(cfg.device)
         self.device = self.dist.device
@@ -265,6 +283,8 @@ class Trainer:
                 print(f"note: no {LAST} in {self.output}; starting from scratch")
             return
         ckpt = load_checkpoint(source)
+        if not self.allow_recipe_change:
+            self._check_same_recipe(ckpt, source)
         load_weights(self.model, ckpt["model"], source)
         if self.ema is not None:
             if ckpt.get("ema") is None:
@@ -306,6 +326,22 @@ class Trainer:
                 f"of {self.steps_per_epoch} (global step {self.global_step})"
             )
 
+    def _check_same_recipe(self, ckpt: Mapping[str, Any], source: str) -> None:
+        """Refuse a checkpoint of another recipe (another :meth:`Recipe.sha256`)."""
+        try:
+            before = Recipe.model_validate(ckpt["recipe"])
+        except Exception as err:
+            raise CheckpointError(f"{source}: stored recipe is invalid: {err}") from None
+        if before.sha256() == self.recipe.sha256():
+            return
+        changed = _changed_fields(before.identity(), self.recipe.identity())
+        raise CheckpointError(
+            f"{source}: written by another recipe (hash {before.sha256()[:12]}, now "
+            f"{self.recipe.sha256()[:12]}; changed: {', '.join(changed[:4])}"
+            f"{' ...' if len(changed) > 4 else ''}); resume with the recipe it was written "
+            "with, or allow it with --allow-recipe-change (Trainer(allow_recipe_change=True))"
+        )
+
     def _check_batch_settings(self, ckpt: Mapping[str, Any], source: str) -> None:
         """Say so when the data position cannot map exactly (batch layout changed)."""
         before = ckpt.get("recipe", {}).get("trainer", {})
@@ -338,22 +374,31 @@ class Trainer:
         stopped = False
         try:
             with StopSignal() as self._signal:
-                if self.dist.is_main:
-                    recipe_json = json.dumps(self.recipe.model_dump(mode="json"), indent=2)
-                    self.run_output.local("recipe.json").write_text(recipe_json)
-                    self.run_output.publish("recipe.json")
-                hook.visionforge_train_start(trainer=self)
-                self.scheduler.step_update(num_updates=self.global_step)
-                if self._rng_to_restore is not None:
-                    restore_rng_state(self._rng_to_restore)
-                self.train_model.train()
-                while self.epoch < self.cfg.epochs and not stopped:
-                    stopped = self._train_epoch()
-                    if not stopped:
-                        self._end_epoch()  # writes last.ckpt
-                        more = self.epoch < self.cfg.epochs
-                        stopped = more and self._stop_requested(logging_step=True)
-            self._finish(time.monotonic() - started, stopped)
+                try:
+                    if self.dist.is_main:
+                        recipe_json = json.dumps(self.recipe.model_dump(mode="json"), indent=2)
+                        storage.write_bytes_atomic(
+                            self.run_output.local("recipe.json"), recipe_json.encode()
+                        )
+                        self.run_output.publish("recipe.json")
+                    hook.visionforge_train_start(trainer=self)
+                    self.scheduler.step_update(num_updates=self.global_step)
+                    if self._rng_to_restore is not None:
+                        restore_rng_state(self._rng_to_restore)
+                    self.train_model.train()
+                    if self.epoch < self.cfg.epochs and self._stop_requested(logging_step=True):
+                        self._save(LAST)  # stopped before its first step: still a checkpoint
+                        stopped = True
+                    while self.epoch < self.cfg.epochs and not stopped:
+                        stopped = self._train_epoch()
+                        if not stopped:
+                            self._end_epoch()  # writes last.ckpt
+                            more = self.epoch < self.cfg.epochs
+                            stopped = more and self._stop_requested(logging_step=True)
+                    self._finish(time.monotonic() - started, stopped)
+                except BaseException as err:
+                    self._record_failure(time.monotonic() - started, err)
+                    raise
             hook.visionforge_train_end(trainer=self, metrics=self.metrics)
         finally:
             for logger in self.loggers:
@@ -382,6 +427,19 @@ class Trainer:
             self._sums, self._count = {}, 0
         logged_sums, logged_count = dict(self._sums), self._count
         batches = iter(self.loader)
+        try:
+            return self._run_steps(batches, logged_sums, logged_count)
+        finally:
+            del batches  # shut the loader's workers down now, after the checkpoint
+
+    def _run_steps(
+        self,
+        batches: Iterator[Any],
+        logged_sums: dict[str, torch.Tensor],
+        logged_count: int,
+    ) -> bool:
+        cfg = self.cfg
+        accum = cfg.grad_accum_steps
         while self.step_in_epoch < self.steps_per_epoch:
             first = self.step_in_epoch * accum
             micro = min(accum, self.micro_batches_per_epoch - first)
@@ -683,15 +741,38 @@ class Trainer:
         self._write_logs()
         plot_curves(self.history, out.local("training_curves.png"))
         out.publish("training_curves.png")
+        extra: dict[str, Any] = {"status": "interrupted" if stopped else "completed"}
+        if stopped and self._signal.received is not None:
+            extra["signal"] = signal.Signals(self._signal.received).name
+        self._write_run_manifest(seconds, extra)
+
+    def _record_failure(self, seconds: float, err: BaseException) -> None:
+        """A failed run's manifest: status ``failed``, where it stood and the error (rank 0).
+
+        A failure to write it (the disk that made the run fail may be full) is printed, not
+        raised: the original error is the one to report."""
+        self.console.close()
+        if not self.dist.is_main:
+            return
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        extra = {"status": "failed", "error": f"{type(err).__name__}: {reason}".rstrip(": ")}
+        try:
+            self._write_run_manifest(seconds, extra)
+        except Exception as write_err:
+            print(f"note: could not write the failed run's manifest: {write_err}")
+
+    def _write_run_manifest(self, seconds: float, extra: dict[str, Any]) -> None:
+        out = self.run_output
         parents = self.lineage_parents()
-        extra: dict[str, Any] = {
-            "status": "stopped" if stopped else "completed",
+        last_written = out.fetch(LAST) is not None
+        extra = {
+            **extra,
             "checkpoints": {
-                "last": out.target(LAST),
+                "last": out.target(LAST) if last_written else None,
                 "best": out.target(BEST) if self._best_written else None,
             },
             "best_metric": self.best_metric,
-            "position": {"epoch": self.epoch, "global_step": self.global_step},
+            "position": self.position(),
         }
         if self.frozen:
             extra["frozen"] = self.frozen.identities()
@@ -712,6 +793,20 @@ class Trainer:
             extra=extra,
         )
         out.publish("manifest.json")
+
+
+def _changed_fields(
+    before: Mapping[str, Any], after: Mapping[str, Any], prefix: str = ""
+) -> list[str]:
+    """Dotted paths whose values differ between two nested mappings."""
+    changed = []
+    for key in sorted(set(before) | set(after)):
+        a, b = before.get(key), after.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            changed += _changed_fields(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(f"{prefix}{key}")
+    return changed
 
 
 def epoch_checkpoint_name(epochs_done: int) -> str:
