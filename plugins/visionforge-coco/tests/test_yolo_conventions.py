@@ -3,6 +3,7 @@ label file may mix box rows and polygon rows."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from visionforge.registry import REGISTRIES
+from visionforge_coco.cli import add_coco_commands
 from visionforge_coco.convert import coco_to_yolo, yolo_to_coco
 from visionforge_coco.datasets import YoloDetection
 from visionforge_coco.problems import DataFormatError
@@ -114,3 +116,40 @@ def test_coco2yolo_auto_rows_of_mixed_annotations_are_boxes(
     rows = (tmp_path / "poly/labels/train/a.txt").read_text().splitlines()
     assert [len(r.split()) for r in rows] == [9, 7]  # box-shaped polygon, triangle
     assert [n.message for n in report.notes] == ["no polygon: written as a box-shaped polygon"]
+
+
+def _coco_command(args: list[str]) -> int:
+    """Run ``visionforge coco ARGS`` through the plugin's parser (without loading every
+    plugin, which the slow CLI test does)."""
+    parser = argparse.ArgumentParser()
+    add_coco_commands(parser.add_subparsers())
+    parsed = parser.parse_args(["coco", *args])
+    return int(parsed.func(parsed))
+
+
+def test_cli_background_counts_and_strict_labels(
+    with_background: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "out")
+    assert (
+        _coco_command(["convert", str(with_background), out, "--from", "yolo", "--to", "coco"]) == 0
+    )
+    assert "2 background, 1 without a label file" in capsys.readouterr().out
+    with pytest.raises(DataFormatError, match="nolabel.png: image without a label file"):
+        _coco_command(
+            [
+                "convert",
+                str(with_background),
+                out,
+                "--from",
+                "yolo",
+                "--to",
+                "coco",
+                "--strict-labels",
+            ]
+        )
+    assert _coco_command(["verify", str(with_background)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 background images, 1 without a label file" in printed and "verify: OK" in printed
+    assert _coco_command(["verify", str(with_background), "--strict-labels"]) == 1
+    assert "nolabel.png: image without a label file" in capsys.readouterr().out
