@@ -41,7 +41,8 @@ def test_chain_dataset_checkpoint_onnx(tmp_path: Path, capsys: pytest.CaptureFix
     artifact = build_onnx(OnnxExporterConfig()).export(
         nn.Linear(4, 2), out=onnx_path, example=torch.randn(1, 4), parents=[ckpt]
     )
-    assert artifact.manifest["parents"] == [{"path": ckpt, "id": ckpt_id}]
+    ckpt_sha = lineage.read_manifest(ckpt)["sha256"]
+    assert artifact.manifest["parents"] == [{"path": ckpt, "id": ckpt_id, "sha256": ckpt_sha}]
 
     assert cli.main(["lineage", onnx_path]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -87,3 +88,49 @@ def test_run_folder_on_an_object_store(capsys: pytest.CaptureFixture[str]) -> No
         assert lines[1].startswith(f"<- run {run_id} memory://lineage-test/run")
     finally:
         fs.rm("/lineage-test", recursive=True)
+
+
+def test_a_replaced_parent_is_reported_not_followed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run overwritten after an export: best.ckpt is another checkpoint now."""
+    ckpt = _artifact(tmp_path / "best.ckpt", b"old weights")
+    old_id = lineage.write_manifest(ckpt, "checkpoint")["id"]
+    onnx_file = _artifact(tmp_path / "best.onnx", b"graph")
+    lineage.write_manifest(onnx_file, "onnx", parents=[ckpt])
+    _artifact(tmp_path / "best.ckpt", b"new weights")
+    new_id = lineage.write_manifest(ckpt, "checkpoint")["id"]
+
+    chain = lineage.lineage_chain(onnx_file)
+    assert [item["id"] for item in chain] == [chain[0]["id"], new_id]
+    assert chain[1]["recorded"]["id"] == old_id
+    assert f"is now checkpoint {new_id}, the parent was {old_id}" in chain[1]["problem"]
+    assert cli.main(["lineage", onnx_file]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[1].startswith("<- !! not the recorded parent: ")
+
+
+def test_a_parent_changed_under_its_manifest_is_reported(tmp_path: Path) -> None:
+    ckpt = _artifact(tmp_path / "last.ckpt", b"weights")
+    data = _artifact(tmp_path / "data.json", b"{}")
+    lineage.write_manifest(data, "dataset")
+    lineage.write_manifest(ckpt, "checkpoint", parents=[data])
+    child = _artifact(tmp_path / "model.onnx", b"graph")
+    lineage.write_manifest(child, "onnx", parents=[ckpt])
+    assert lineage.lineage_chain(child)[1].get("problem") is None
+    (tmp_path / "last.ckpt").write_bytes(b"other weights")  # no new manifest
+
+    chain = lineage.lineage_chain(child)
+    assert len(chain) == 2  # the dataset behind the changed file is not followed
+    assert "changed since its manifest was written" in chain[1]["problem"]
+
+
+def test_the_artifact_itself_is_checked_against_its_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    onnx_file = _artifact(tmp_path / "model.onnx", b"graph")
+    lineage.write_manifest(onnx_file, "onnx")
+    (tmp_path / "model.onnx").write_bytes(b"another graph")
+    assert cli.main(["lineage", onnx_file]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("   !! ") and "changed since its manifest" in lines[1]

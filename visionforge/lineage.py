@@ -1,8 +1,12 @@
 """Artifact manifests: what an artifact is, what it came from and how it was made.
 
 Every artifact file ``X`` (dataset, checkpoint, ONNX, HEF) gets a sidecar ``X.manifest.json``
-holding id, kind, parents (ids and paths), recipe hash, metrics, sha256, size, created and
-cost. A directory artifact (a training run) keeps its manifest at ``DIR/manifest.json``.
+holding id, kind, parents, recipe hash, metrics, sha256, size, created and cost. A directory
+artifact (a training run) keeps its manifest at ``DIR/manifest.json``.
+
+A parent is recorded by path, id and sha256 and resolved by all three
+(:func:`resolve_parent`): a file at the recorded path that is another artifact now (a run
+overwritten, ``best.ckpt`` improved since the export) is reported, never silently followed.
 """
 
 from __future__ import annotations
@@ -108,33 +112,81 @@ def read_manifest(artifact: str) -> dict[str, Any]:
 
 
 def _parent_ref(parent: str) -> dict[str, Any]:
-    ref: dict[str, Any] = {"path": os.fspath(parent), "id": None}
+    """How a parent is recorded: path, and the id and sha256 its manifest gives."""
+    ref: dict[str, Any] = {"path": os.fspath(parent), "id": None, "sha256": None}
     with contextlib.suppress(StorageError):
-        ref["id"] = read_manifest(parent)["id"]
+        manifest = read_manifest(parent)
+        ref["id"], ref["sha256"] = manifest["id"], manifest.get("sha256")
     return ref
+
+
+def file_problem(manifest: Mapping[str, Any]) -> str | None:
+    """Why the file at ``manifest["path"]`` is not the artifact the manifest describes (its
+    sha256 differs, or it is gone), or None when it is (directories are not hashed)."""
+    recorded = manifest.get("sha256")
+    path = manifest.get("path")
+    if not recorded or not path:
+        return None
+    if not storage.exists(path):
+        return f"{path} is gone"
+    actual, _ = file_digest(path)
+    if actual != recorded:
+        return (
+            f"{path} changed since its manifest was written (sha256 {actual[:12]}, "
+            f"manifest {recorded[:12]})"
+        )
+    return None
+
+
+def resolve_parent(ref: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """(manifest, problem) of a recorded parent: the manifest found at its path, and why it is
+    not the recorded parent (another id or sha256, a changed file, no manifest) or None."""
+    path = ref["path"]
+    if not storage.exists(manifest_path(path)):
+        return None, "no manifest"
+    manifest = read_manifest(path)
+    if ref.get("id") and manifest.get("id") != ref["id"]:
+        return manifest, (
+            f"not the recorded parent: {path} is now {manifest.get('kind')} {manifest.get('id')}, "
+            f"the parent was {ref['id']} (overwritten or replaced)"
+        )
+    if ref.get("sha256") and manifest.get("sha256") != ref["sha256"]:
+        return manifest, (
+            f"not the recorded parent: {path} has sha256 {str(manifest.get('sha256'))[:12]}, "
+            f"the parent had {ref['sha256'][:12]}"
+        )
+    problem = file_problem(manifest)
+    return manifest, f"not the recorded parent: {problem}" if problem else None
 
 
 def lineage_chain(artifact: str) -> list[dict[str, Any]]:
     """Manifests from ``artifact`` back to its roots, depth first along the first parent.
 
-    Other parents are listed inside each manifest. Cycles end the chain.
+    Other parents are listed inside each manifest. Each file is checked against its
+    manifest's sha256 and each parent resolved by id and sha256 (:func:`resolve_parent`); an
+    item that does not match carries a ``problem`` and ends the chain (it is not followed).
+    A parent without a manifest ends it as ``missing``. Cycles end the chain.
     """
     chain: list[dict[str, Any]] = []
     seen: set[str] = set()
-    current: str | None = artifact
-    while current is not None:
-        manifest = read_manifest(current)
+    manifest = read_manifest(artifact)
+    problem = file_problem(manifest)
+    if problem:
+        manifest = {**manifest, "problem": problem}
+    while True:
         if manifest["id"] in seen:
             break
         seen.add(manifest["id"])
         chain.append(manifest)
         parents = manifest.get("parents") or []
-        current = parents[0]["path"] if parents else None
-        if current is not None and not storage.exists(manifest_path(current)):
-            chain.append(
-                {"id": parents[0].get("id"), "kind": "?", "path": current, "missing": True}
-            )
+        if not parents or manifest.get("problem"):
             break
+        ref = parents[0]
+        parent, problem = resolve_parent(ref)
+        if parent is None:
+            chain.append({"id": ref.get("id"), "kind": "?", "path": ref["path"], "missing": True})
+            break
+        manifest = {**parent, "problem": problem, "recorded": dict(ref)} if problem else parent
     return chain
 
 
@@ -146,6 +198,9 @@ def format_chain(chain: list[dict[str, Any]]) -> str:
         if item.get("missing"):
             lines.append(f"{arrow}{item['path']} (no manifest)")
             continue
+        if item.get("problem") and depth > 0:
+            lines.append(f"{arrow}!! {item['problem']}")
+            continue
         metrics = ", ".join(
             f"{k}={v:.4g}"
             for k, v in (item.get("metrics") or {}).items()
@@ -154,4 +209,6 @@ def format_chain(chain: list[dict[str, Any]]) -> str:
         sha = (item.get("sha256") or "")[:12]
         details = " ".join(x for x in (sha and f"sha256:{sha}", metrics) if x)
         lines.append(f"{arrow}{item['kind']} {item['id']} {item['path']} {details}".rstrip())
+        if item.get("problem"):
+            lines.append(f"   !! {item['problem']}")
     return "\n".join(lines)
