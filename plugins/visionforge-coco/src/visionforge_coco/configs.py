@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from visionforge.config import ComponentConfig, InputPath
 
@@ -13,14 +13,45 @@ class DetectionTransformConfig(ComponentConfig):
     """Transforms v2 preset applied to image and boxes together."""
 
     augment: Literal["train", "eval", "none"] = Field(
-        "none", description="train: photometric jitter + horizontal flip + resize; eval: resize"
+        "none",
+        description="train: photometric jitter + horizontal flip + resize (multiscale: the "
+        "DETR recipe); eval: resize",
     )
     image_size: int | None = Field(
         None, ge=8, description="resize to image_size x image_size (None: keep the size)"
     )
+    multiscale: bool = Field(
+        False,
+        description="the DETR recipe instead of image_size: train = flip, then shorter side "
+        "in scales, or resize to crop_scales + random crop in crop_size + shorter side in "
+        "scales; eval = shorter side eval_size; the longer side never above max_size",
+    )
+    scales: list[int] = Field(
+        list(range(480, 801, 32)), min_length=1, description="multiscale: training shorter sides"
+    )
+    crop_scales: list[int] = Field(
+        [400, 500, 600], min_length=1, description="multiscale: shorter sides before the crop"
+    )
+    crop_size: tuple[int, int] = Field(
+        (384, 600), description="multiscale: min and max side of the random crop in pixels"
+    )
+    eval_size: int = Field(800, ge=8, description="multiscale: evaluation shorter side")
+    max_size: int = Field(1333, ge=8, description="multiscale: longest side after resizing")
     normalize: bool = Field(
         False, description="float in [0, 1] + ImageNet normalization (False: keep uint8)"
     )
+    pad_to_multiple: int = Field(
+        1, ge=1, description="collate pads a batch to its largest size rounded up to this"
+    )
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> DetectionTransformConfig:
+        if self.multiscale and self.image_size is not None:
+            raise ValueError("image_size and multiscale exclude each other; set one of them")
+        low, high = self.crop_size
+        if not 1 <= low <= high:
+            raise ValueError(f"crop_size: expected 1 <= min <= max, got {self.crop_size}")
+        return self
 
 
 class CocoDatasetConfig(DetectionTransformConfig):

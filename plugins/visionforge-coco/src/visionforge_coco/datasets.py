@@ -3,9 +3,10 @@
 An item is ``{"image": tv_tensors.Image (uint8, or normalized float), "target": {"boxes":
 tv_tensors.BoundingBoxes XYXY, "labels": int64 (contiguous 0..K-1), "image_id": int,
 "area": float32, "iscrowd": int64, "orig_size": int64 [H, W], "masks": tv_tensors.Mask
-(when asked)}}``. ``collate_fn`` stacks same-size images (else a list) and keeps the
-targets as a list of dicts under ``"target"``. ``category_ids[label]`` is the original
-category id of a label (what the COCO evaluator reports against).
+(when asked)}}``. ``collate_fn`` pads images into a
+:class:`~visionforge.interfaces.DetectionBatch` (image, padding mask, one target per
+image). ``category_ids[label]`` is the original category id of a label (what the COCO
+evaluator reports against).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from visionforge import storage
-from visionforge.data.collate import collate_with_lists
+from visionforge.data.collate import detection_collate
+from visionforge.interfaces import DetectionBatch
 from visionforge_coco.cocofile import contiguous_categories, load_coco, safe_relative
 from visionforge_coco.configs import CocoDatasetConfig, SyntheticShapesConfig, YoloDatasetConfig
 from visionforge_coco.convert import missing_label_problem
@@ -95,8 +97,11 @@ class DetectionDataset(Dataset[dict[str, Any]]):
     class_names: list[str]
     category_ids: list[int]
     transforms: Transform | None = None
+    pad_to_multiple: int = 1
 
-    collate_fn = staticmethod(collate_with_lists)
+    def collate_fn(self, items: Sequence[dict[str, Any]]) -> DetectionBatch:
+        """Pad the batch's images to their largest size (see ``detection_collate``)."""
+        return detection_collate(items, pad_to_multiple=self.pad_to_multiple)
 
     @property
     def num_classes(self) -> int:
@@ -285,16 +290,20 @@ class SyntheticShapes(DetectionDataset):
 
 def build_coco(cfg: CocoDatasetConfig) -> CocoDetection:
     """Builder of the ``coco`` dataset."""
-    return CocoDetection(
+    dataset = CocoDetection(
         cfg.images, cfg.annotations, detection_transforms(cfg), cfg.masks, cfg.skip_crowd
     )
+    dataset.pad_to_multiple = cfg.pad_to_multiple
+    return dataset
 
 
 def build_yolo(cfg: YoloDatasetConfig) -> YoloDetection:
     """Builder of the ``yolo`` dataset."""
-    return YoloDetection(
+    dataset = YoloDetection(
         cfg.root, cfg.split, detection_transforms(cfg), cfg.tolerance, cfg.strict_labels
     )
+    dataset.pad_to_multiple = cfg.pad_to_multiple
+    return dataset
 
 
 def build_synthetic_shapes(cfg: SyntheticShapesConfig) -> SyntheticShapes:
@@ -310,4 +319,6 @@ def build_synthetic_shapes(cfg: SyntheticShapesConfig) -> SyntheticShapes:
         max_overlap=cfg.max_overlap,
         seed=cfg.seed,
     )
-    return SyntheticShapes(spec, detection_transforms(cfg), cfg.masks)
+    dataset = SyntheticShapes(spec, detection_transforms(cfg), cfg.masks)
+    dataset.pad_to_multiple = cfg.pad_to_multiple
+    return dataset
