@@ -177,8 +177,8 @@ def missing_label_problem(pair: Pair) -> Problem:
     label = posixpath.splitext(pair.rel)[0] + ".txt"
     return Problem(
         pair.image_file,
-        f"image without a label file (--strict-labels: add an empty {label} under labels/ "
-        "for a background image)",
+        f"image without a label file, which strict labels require (add an empty {label} "
+        "under labels/ for a background image)",
     )
 
 
