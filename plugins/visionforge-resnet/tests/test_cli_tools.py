@@ -67,8 +67,8 @@ def _write_metrics(path: Path, top1_by_epoch: dict[int, float]) -> None:
 def test_curve_reads_metrics_csv_and_plots(tmp_path: Path) -> None:
     _write_metrics(tmp_path / "metrics.csv", {1: 0.10, 31: 0.55})
     report = compare_with_reference(str(tmp_path))
-    assert report.val_top1 == {0: 0.10, 30: 0.55}
-    assert report.rows()[:2] == [(0, 0.0916, 0.10), (30, 0.6068, 0.55)]
+    assert report.val_top1 == {1: 0.10, 31: 0.55}
+    assert report.rows()[:2] == [(1, 0.0916, 0.10), (31, 0.6068, 0.55)]
     table = report.table()
     assert "9.16%" in table and "+0.84%" in table and "-5.68%" in table
     assert (tmp_path / "reference_curve.png").read_bytes()[:4] == b"\x89PNG"
@@ -82,7 +82,7 @@ def test_curve_prefers_the_checkpoint_when_metrics_csv_is_stale(tmp_path: Path) 
     (tmp_path / "last.ckpt.manifest.json").write_text(json.dumps(manifest))
     report = compare_with_reference(str(tmp_path), png=str(tmp_path / "plots" / "c.png"))
     assert report.source.endswith("last.ckpt")
-    assert report.val_top1 == pytest.approx({0: 0.1, 1: 0.2, 2: 0.3})
+    assert report.val_top1 == pytest.approx({1: 0.1, 2: 0.2, 3: 0.3})
     assert (tmp_path / "plots" / "c.png").is_file()
 
 

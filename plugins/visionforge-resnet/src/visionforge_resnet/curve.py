@@ -1,7 +1,7 @@
 """Is a run on track? Its val top-1 per epoch beside the reference ResNet50 run's.
 
-Epochs are counted from 0 here, like the reference (``epoch 0`` = after the first epoch);
-the trainer's ``metrics.csv`` counts them from 1. A run folder is read from ``metrics.csv``
+Epochs are counted from 1, as in the trainer's logs and ``metrics.csv`` (``epoch 1`` = after
+the first epoch). A run folder is read from ``metrics.csv``
 when it is current, else from the history stored in ``last.ckpt`` (written every epoch,
 so a run in progress can be checked too).
 """
@@ -25,7 +25,7 @@ METRIC = "val/top1"
 
 @dataclass(frozen=True)
 class CurveReport:
-    """A run's val top-1 by epoch (0-based, fractions) and where its plot was written."""
+    """A run's val top-1 by epoch (1-based, fractions) and where its plot was written."""
 
     source: str
     val_top1: dict[int, float]
@@ -48,14 +48,14 @@ class CurveReport:
 
 
 def val_top1_by_epoch(rows: Iterable[Mapping[str, Any]], source: str) -> dict[int, float]:
-    """``{0-based epoch: val/top1}`` from trainer history rows (1-based ``epoch``)."""
+    """``{epoch: val/top1}`` from trainer history rows (epochs counted from 1)."""
     values: dict[int, float] = {}
     for row in rows:
         if row.get("kind", "epoch") != "epoch" or row.get(METRIC) in (None, ""):
             continue
         value = float(row[METRIC])
         if math.isfinite(value):
-            values[int(float(row["epoch"])) - 1] = value
+            values[int(float(row["epoch"]))] = value
     if not values:
         raise StorageError(
             f"{source}: no epoch with {METRIC} yet; the run needs a val dataset and the "
@@ -112,6 +112,7 @@ def plot_against_reference(values: Mapping[int, float], png: str, title: str) ->
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ref_epochs = sorted(REFERENCE_VAL_TOP1)
@@ -120,11 +121,12 @@ def plot_against_reference(values: Mapping[int, float], png: str, title: str) ->
         [100 * REFERENCE_VAL_TOP1[e] for e in ref_epochs],
         "s--",
         color="grey",
-        label="reference ResNet50 (76.77% at epoch 88)",
+        label="reference ResNet50 (76.77% at epoch 89)",
     )
     epochs = sorted(values)
     ax.plot(epochs, [100 * values[e] for e in epochs], "o-", label="this run")
-    ax.set(title=title, xlabel="epoch (from 0)", ylabel="val top-1 (%)", ylim=(0, 100))
+    ax.set(title=title, xlabel="epoch", ylabel="val top-1 (%)", ylim=(0, 100))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
