@@ -19,8 +19,9 @@ CONFUSION_PNG_MAX_CLASSES = 50
 class TopKAccuracy:
     """Fraction of samples whose label is among the ``k`` highest logits, for each ``k``.
 
-    ``k`` larger than the number of classes ``K`` is computed as ``min(k, K)`` and still
-    reported as ``top{k}``. Soft targets (mixup/cutmix) count their argmax as the label.
+    A ``k`` of at least the number of classes ``K`` is always 1.0 and not reported (the
+    primary metric excepted: it is computed as ``min(k, K)``). Soft targets (mixup/cutmix)
+    count their argmax as the label.
     Counts stay on the logits' device until :meth:`compute`. Set ``class_names`` (e.g. from
     the dataset) to name classes in per-class metrics and reports.
     """
@@ -105,7 +106,8 @@ class TopKAccuracy:
         if self._correct is None or self._label_low is None or self._label_high is None:
             raise ConfigError("evaluator: no samples were evaluated; is the dataset empty?")
         low, high = int(self._label_low), int(self._label_high)
-        if low < 0 or high >= (self._num_classes or 0):
+        num_classes = self._num_classes or 0
+        if low < 0 or high >= num_classes:
             raise ConfigError(
                 f"evaluator: labels range over {low}..{high} but the model has "
                 f"{self._num_classes} outputs; set model.num_classes to the dataset's classes"
@@ -113,6 +115,7 @@ class TopKAccuracy:
         metrics = {
             f"top{k}": float(c) / self._total
             for k, c in zip(self.ks, self._correct.tolist(), strict=True)
+            if k < num_classes or f"top{k}" == self.primary_metric
         }
         if self.per_class:
             support, accuracy = self._per_class()
