@@ -8,12 +8,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 
 from visionforge import storage
 from visionforge.components.configs import TopKConfig
 from visionforge.errors import ConfigError
 
 CONFUSION_PNG_MAX_CLASSES = 50
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 class TopKAccuracy:
@@ -102,7 +107,10 @@ class TopKAccuracy:
 
     def compute(self) -> dict[str, float]:
         """``top{k}`` fractions; with ``per_class`` also ``mean_class_acc`` (over classes
-        with samples). Per-class accuracies come from :meth:`details`."""
+        with samples). Per-class accuracies come from :meth:`details`. Under DDP the counts
+        of every rank are summed first (a collective: every rank calls it)."""
+        if _distributed() and self._correct is not None:
+            return self._summed_over_ranks().compute()
         if self._correct is None or self._label_low is None or self._label_high is None:
             raise ConfigError("evaluator: no samples were evaluated; is the dataset empty?")
         low, high = int(self._label_low), int(self._label_high)
@@ -121,6 +129,32 @@ class TopKAccuracy:
             support, accuracy = self._per_class()
             metrics["mean_class_acc"] = float(accuracy[support > 0].mean())
         return metrics
+
+    def _summed_over_ranks(self) -> TopKAccuracy:
+        """A single-process copy holding every rank's counts."""
+        assert self._correct is not None and self._label_low is not None
+        assert self._label_high is not None
+        device = self._correct.device
+        low, high = self._label_low.clone(), self._label_high.clone()
+        counts = [self._correct.clone(), torch.tensor(self._total, device=device)]
+        if self._confusion is not None:
+            counts.append(self._confusion.clone())
+        for tensor in counts:
+            dist.all_reduce(tensor)
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        merged = TopKAccuracy(self.ks, self.per_class, self.class_names)
+        merged.load_state_dict(
+            {
+                "correct": counts[0],
+                "total": int(counts[1]),
+                "num_classes": self._num_classes,
+                "label_low": low,
+                "label_high": high,
+                "confusion": counts[2] if self._confusion is not None else None,
+            }
+        )
+        return merged
 
     def details(self) -> dict[str, float]:
         """With ``per_class``: ``acc/<class name>`` for every class with samples. Kept out

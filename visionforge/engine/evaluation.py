@@ -1,27 +1,35 @@
-"""Evaluation loops: inside the trainer and stand-alone (``visionforge eval``)."""
+"""Evaluation loops: inside the trainer and stand-alone (``visionforge eval``).
+
+Under DDP every rank evaluates its own share of the data (rank ``r`` takes items ``r, r+W,
+...``: no duplicates), evaluators gather in ``compute()`` and mean losses are reduced over
+ranks, so every rank returns the same metrics.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from visionforge import storage
 from visionforge.config import Recipe
+from visionforge.engine.averaging import accumulate, global_means
 from visionforge.engine.batch import ImagePreparer, move_to_device
 from visionforge.engine.checkpoint import load_model
-from visionforge.engine.data import ResumableSampler, SeededDataset, make_loader
+from visionforge.engine.data import SampleKey, SeededDataset, make_loader
 from visionforge.errors import ConfigError
 from visionforge.interfaces import (
+    CategoryMapped,
     DetailedEvaluator,
     Evaluator,
     NamedClasses,
+    Predictor,
     ReportingEvaluator,
 )
 from visionforge.registry import REGISTRIES
@@ -37,6 +45,60 @@ def autocast_for(device: torch.device, precision: str) -> Callable[[], Any]:
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def label_map(model: Any, dataset: Any) -> torch.Tensor | None:
+    """Model label -> dataset label (-1: a category the dataset does not have), when both
+    are :class:`CategoryMapped` with different ``category_ids`` (e.g. official COCO weights
+    with 91 id slots evaluated on a dataset numbering its 80 categories 0..79); else None."""
+    if not (isinstance(model, CategoryMapped) and isinstance(dataset, CategoryMapped)):
+        return None
+    if list(model.category_ids) == list(dataset.category_ids):
+        return None
+    index = {category: i for i, category in enumerate(dataset.category_ids)}
+    return torch.tensor([index.get(category, -1) for category in model.category_ids])
+
+
+def to_dataset_labels(prediction: dict[str, Any], mapping: torch.Tensor) -> dict[str, Any]:
+    """One image's detections with labels mapped by :func:`label_map`; detections of
+    categories the dataset does not have are dropped (its ground truth cannot match them)."""
+    labels = mapping.to(prediction["labels"].device)[prediction["labels"]]
+    keep = labels >= 0
+    mapped = {k: v[keep] if isinstance(v, torch.Tensor) else v for k, v in prediction.items()}
+    mapped["labels"] = labels[keep]
+    return mapped
+
+
+def with_predictions(
+    model: nn.Module,
+    outputs: Mapping[str, Any],
+    batch: Mapping[str, Any],
+    mapping: torch.Tensor | None = None,
+) -> Mapping[str, Any]:
+    """``outputs`` plus ``"predictions"`` (one dict per image, labels in the dataset's
+    label space) when the model is a :class:`~visionforge.interfaces.Predictor`:
+    evaluators read the model's own post-processing instead of redoing it."""
+    if not isinstance(model, Predictor):
+        return outputs
+    predictions = model.postprocess(outputs, batch)
+    if mapping is not None:
+        predictions = [to_dataset_labels(p, mapping) for p in predictions]
+    return {**outputs, "predictions": predictions}
+
+
+class ShardSampler(Sampler[SampleKey]):
+    """Rank ``rank`` of ``world_size`` takes items ``rank, rank + world_size, ...`` in order,
+    as ``(0, index)`` keys for :class:`SeededDataset`: every item exactly once over all
+    ranks (unlike DistributedSampler, no padding duplicates that would count twice)."""
+
+    def __init__(self, num_samples: int, rank: int = 0, world_size: int = 1) -> None:
+        self.indices = range(rank, num_samples, world_size)
+
+    def __iter__(self) -> Iterator[SampleKey]:
+        return ((0, index) for index in self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 @torch.no_grad()
 def run_evaluation(
     model: nn.Module,
@@ -49,37 +111,38 @@ def run_evaluation(
     autocast: Callable[[], Any],
     progress: bool = True,
 ) -> dict[str, float]:
-    """Evaluate ``model`` over ``loader``: the evaluator's metrics, or the mean loss without one."""
+    """Evaluate ``model`` over ``loader``: the evaluator's metrics, or the mean of each loss
+    term without one. Under DDP every rank must call it (with its share of the data)."""
     was_training = model.training
     model.eval()
     if evaluator is not None:
         evaluator.reset()
-    total: dict[str, torch.Tensor] = {}
-    batches = 0
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    dataset = loader.dataset
+    mapping = label_map(model, dataset.dataset if isinstance(dataset, SeededDataset) else dataset)
     try:
         for raw in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
             batch = prepare(move_to_device(raw, device, non_blocking=True))
             with autocast():
                 outputs = model(batch)
             if evaluator is not None:
-                evaluator.update(outputs, batch)
+                evaluator.update(with_predictions(model, outputs, batch, mapping), batch)
                 continue
-            for key, value in loss_fn(outputs, batch).items():
-                total[key] = total.get(key, torch.zeros((), device=device)) + value.detach().float()
-            batches += 1
+            accumulate(sums, counts, loss_fn(outputs, batch))
     finally:
         model.train(was_training)
     if evaluator is not None:
         return {k: float(v) for k, v in evaluator.compute().items()}
-    return {k: float(v) / max(1, batches) for k, v in total.items()}
+    return global_means(sums, counts, device)
 
 
-def eval_loader(dataset: Any, recipe: Recipe, pin_memory: bool) -> DataLoader[Any]:
-    """Sequential loader over the whole dataset, seeded like the trainer's."""
+def eval_loader(
+    dataset: Any, recipe: Recipe, pin_memory: bool, *, rank: int = 0, world_size: int = 1
+) -> DataLoader[Any]:
+    """Sequential loader over this rank's share of the dataset, seeded like the trainer's."""
     seed = recipe.trainer.seed
-    sampler = ResumableSampler(
-        len(dataset), recipe.trainer.batch_size, shuffle=False, seed=seed, drop_last=False
-    )
+    sampler = ShardSampler(len(dataset), rank, world_size)
     return make_loader(
         SeededDataset(dataset, seed),
         sampler,

@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from visionforge import plugins, storage
 from visionforge.config import Recipe
 from visionforge.engine import distributed
+from visionforge.engine.averaging import accumulate, global_means
 from visionforge.engine.batch import ImagePreparer, move_to_device
 from visionforge.engine.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -47,7 +48,9 @@ from visionforge.engine.evaluation import (
     autocast_for,
     build_evaluator,
     eval_loader,
+    label_map,
     run_evaluation,
+    with_predictions,
 )
 from visionforge.engine.frozen import build_frozen_modules, frozen_input_paths, nested_strings
 from visionforge.engine.loggers import (
@@ -183,6 +186,7 @@ class Trainer:
         self._rng_to_restore: Mapping[str, Any] | None = None
         self._best_written = False
         self._sums: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, int] = {}  # steps that reported each key
         self._count = 0
         self._parents: list[str] | None = None
         if resume:
@@ -224,7 +228,15 @@ class Trainer:
             pin,
         )
         self.val_loader = (
-            eval_loader(self.val_set, self.recipe, pin) if self.val_set is not None else None
+            eval_loader(
+                self.val_set,
+                self.recipe,
+                pin,
+                rank=self.dist.rank,
+                world_size=self.dist.world_size,
+            )
+            if self.val_set is not None
+            else None
         )
 
     def _build_ema(self) -> Any | None:
@@ -311,6 +323,7 @@ class Trainer:
         epoch_sums = ckpt.get("epoch_sums") or {}
         self._sums = {k: v.to(self.device) for k, v in epoch_sums.get("sums", {}).items()}
         self._count = int(epoch_sums.get("count", 0))
+        self._counts = dict(epoch_sums.get("counts") or dict.fromkeys(self._sums, self._count))
         evaluator_state = ckpt.get("train_evaluator")
         if self.train_evaluator is not None and evaluator_state is not None:
             self.train_evaluator.load_state_dict(evaluator_state)
@@ -424,8 +437,8 @@ class Trainer:
             self.train_evaluator.reset()
         self.console.start_epoch(self.epoch, self.steps_per_epoch, self.step_in_epoch)
         if self.step_in_epoch == 0:
-            self._sums, self._count = {}, 0
-        logged_sums, logged_count = dict(self._sums), self._count
+            self._sums, self._counts, self._count = {}, {}, 0
+        logged_sums, logged_count = dict(self._sums), dict(self._counts)
         batches = iter(self.loader)
         try:
             return self._run_steps(batches, logged_sums, logged_count)
@@ -436,7 +449,7 @@ class Trainer:
         self,
         batches: Iterator[Any],
         logged_sums: dict[str, torch.Tensor],
-        logged_count: int,
+        logged_count: dict[str, int],
     ) -> bool:
         cfg = self.cfg
         accum = cfg.grad_accum_steps
@@ -447,16 +460,14 @@ class Trainer:
                 losses = self._micro_step(
                     next(batches), first + index, micro, last=index == micro - 1
                 )
-                for key, value in losses.items():
-                    detached = value.detach().float()
-                    self._sums[key] = self._sums[key] + detached if key in self._sums else detached
+                accumulate(self._sums, self._counts, losses)
                 self._count += 1
             self._optimizer_step()
             self.console.advance()
             logging_step = self.global_step % cfg.log_every_steps == 0
             if logging_step:
                 self._log_step(logged_sums, logged_count)
-                logged_sums, logged_count = dict(self._sums), self._count
+                logged_sums, logged_count = dict(self._sums), dict(self._counts)
             if self._step_hook is not None:
                 scalars = {k: float(v.detach()) for k, v in losses.items()}
                 self._step_hook(trainer=self, step=self.global_step, losses=scalars)
@@ -491,9 +502,12 @@ class Trainer:
             total = losses["loss"] / micro if micro > 1 else losses["loss"]
             self.scaler.scale(total).backward()
         if self.train_evaluator is not None:
+            detached = {
+                k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in outputs.items()
+            }
+            mapping = label_map(self.model, self.train_set)
             self.train_evaluator.update(
-                {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in outputs.items()},
-                batch,
+                with_predictions(self.model, detached, batch, mapping), batch
             )
         return cast(Mapping[str, torch.Tensor], losses)
 
@@ -523,15 +537,20 @@ class Trainer:
         group = next((g for g in groups if g.get("lr_mult", 1.0) == 1.0), groups[0])
         return float(group["lr"])
 
-    def _log_step(self, since_sums: Mapping[str, torch.Tensor], since_count: int) -> None:
-        """Log the mean losses of the steps since the previous log (rank 0)."""
-        count = self._count - since_count
-        if not self.dist.is_main or count <= 0:
+    def _log_step(
+        self, since_sums: Mapping[str, torch.Tensor], since_counts: Mapping[str, int]
+    ) -> None:
+        """Log the mean losses of the steps since the previous log (rank 0); each key is
+        averaged over the steps that reported it."""
+        if not self.dist.is_main:
             return
         row = {
-            f"train/{k}": (float(v) - float(since_sums.get(k, 0.0))) / count
+            f"train/{k}": (float(v) - float(since_sums.get(k, 0.0))) / steps
             for k, v in self._sums.items()
+            if (steps := self._counts.get(k, 0) - since_counts.get(k, 0)) > 0
         }
+        if not row:
+            return
         row["lr"] = self.current_lr()
         self.history.append({"kind": "step", "epoch": self.epoch, "step": self.global_step, **row})
         for logger in self.loggers:
@@ -539,19 +558,8 @@ class Trainer:
 
     # ----------------------------------------------------------------- epoch end
     def _epoch_train_metrics(self) -> dict[str, float]:
-        keys = sorted(self._sums)
-        totals = (
-            torch.stack(
-                [self._sums[k] for k in keys]
-                + [torch.tensor(float(self._count), device=self.device)]
-            )
-            if keys
-            else torch.tensor([float(self._count)], device=self.device)
-        )
-        if self.dist.enabled:
-            dist.all_reduce(totals)
-        count = max(1.0, float(totals[-1]))
-        metrics = {f"train/{k}": float(totals[i]) / count for i, k in enumerate(keys)}
+        means = global_means(self._sums, self._counts, self.device)  # a collective
+        metrics = {f"train/{k}": v for k, v in means.items()}
         if self.train_evaluator is not None:
             computed = self.train_evaluator.compute()
             metrics.update({f"train/{k}": float(v) for k, v in computed.items()})
@@ -571,10 +579,9 @@ class Trainer:
         if self.val_loader is not None and (
             (self.epoch + 1) % self.cfg.eval_every_epochs == 0 or is_last
         ):
-            if self.dist.is_main:
-                metrics.update({f"val/{k}": v for k, v in self.validate().items()})
-                improved = self._update_best(metrics)
-            self.dist.barrier()
+            # every rank evaluates its share; the metrics are gathered, equal on all ranks
+            metrics.update({f"val/{k}": v for k, v in self.validate().items()})
+            improved = self._update_best(metrics)
         self.metrics = metrics
         if self.dist.is_main:
             self.history.append(
@@ -647,7 +654,11 @@ class Trainer:
             "best_metric": self.best_metric,
             "class_names": self.class_names,
             "history": list(self.history),
-            "epoch_sums": {"sums": dict(self._sums), "count": self._count},
+            "epoch_sums": {
+                "sums": dict(self._sums),
+                "count": self._count,
+                "counts": dict(self._counts),
+            },
             "train_evaluator": (
                 self.train_evaluator.state_dict()
                 if self.train_evaluator is not None and hasattr(self.train_evaluator, "state_dict")

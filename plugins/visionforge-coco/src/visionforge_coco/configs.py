@@ -24,7 +24,7 @@ class DetectionTransformConfig(ComponentConfig):
         False,
         description="the DETR recipe instead of image_size: train = flip, then shorter side "
         "in scales, or resize to crop_scales + random crop in crop_size + shorter side in "
-        "scales; eval = shorter side eval_size; the longer side never above max_size",
+        "scales; eval = shorter side eval_size; the longer side never above max_side",
     )
     scales: list[int] = Field(
         list(range(480, 801, 32)), min_length=1, description="multiscale: training shorter sides"
@@ -36,7 +36,7 @@ class DetectionTransformConfig(ComponentConfig):
         (384, 600), description="multiscale: min and max side of the random crop in pixels"
     )
     eval_size: int = Field(800, ge=8, description="multiscale: evaluation shorter side")
-    max_size: int = Field(1333, ge=8, description="multiscale: longest side after resizing")
+    max_side: int = Field(1333, ge=8, description="multiscale: longest side after resizing")
     normalize: bool = Field(
         False, description="float in [0, 1] + ImageNet normalization (False: keep uint8)"
     )

@@ -1,6 +1,8 @@
 """The ``coco_bbox`` / ``coco_segm`` evaluators (the trainer's Evaluator protocol).
 
-``update(outputs, batch)`` takes ``outputs["detections"]``: one dict per image with
+``update(outputs, batch)`` takes ``outputs["predictions"]`` (what the engine adds from the
+model's ``postprocess``; labels already in the dataset's label space) or, from models that
+post-process themselves, ``outputs["detections"]``: one dict per image with
 ``boxes`` (XYXY, absolute pixels of the *original* image), ``scores`` and ``labels``
 (contiguous 0..K-1) and, for segm, ``masks`` ([N, H, W] in the original size, bool or
 probabilities thresholded at 0.5). ``batch["target"]`` (or ``"targets"``) gives each
@@ -62,7 +64,12 @@ class CocoEvaluator:
 
     def update(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> None:
         """Add one batch of detections (see the module docstring for the format)."""
-        detections = outputs["detections"]
+        detections = outputs.get("predictions", outputs.get("detections"))
+        if detections is None:
+            raise DataFormatError(
+                f"coco evaluator: the model's outputs {sorted(outputs)} hold no detections; "
+                "the model must be a Predictor (postprocess) or return 'detections'"
+            )
         targets: Sequence[Mapping[str, Any]] = batch.get("target", batch.get("targets"))
         if len(detections) != len(targets):
             raise DataFormatError(
@@ -139,7 +146,8 @@ class CocoEvaluator:
         return dets, images, gts
 
     def compute(self) -> dict[str, float]:
-        """The 12 COCO metrics, ``AP/<class>`` and F1 figures over everything seen."""
+        """The 12 COCO metrics, ``AP/<class>`` and F1 figures over everything seen (under
+        DDP: over every rank's share, gathered once; each rank returns the same)."""
         detections, images, gts = self._gathered()
         if self.ground_truth is not None:
             gt = self.ground_truth

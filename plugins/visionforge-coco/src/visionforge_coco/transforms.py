@@ -2,7 +2,7 @@
 
 ``multiscale`` is the DETR recipe (Carion et al. 2020): horizontal flip, then with
 probability 0.5 a resize of the shorter side to one of ``scales`` (longer side at most
-``max_size``), else a resize to one of ``crop_scales``, a random crop of ``crop_size`` pixels
+``max_side``), else a resize to one of ``crop_scales``, a random crop of ``crop_size`` pixels
 per side and the same multi-scale resize; evaluation resizes the shorter side to
 ``eval_size``. All geometry is torchvision's (``RandomShortestSize``, ``functional.crop``).
 """
@@ -58,12 +58,12 @@ class RandomSizeCrop(v2.Transform):
 
 def detr_train_resize(cfg: DetectionTransformConfig) -> v2.Transform:
     """DETR's training geometry after the flip: resize, or resize + random crop + resize."""
-    resize = v2.RandomShortestSize(cfg.scales, max_size=cfg.max_size, antialias=True)
+    resize = v2.RandomShortestSize(cfg.scales, max_size=cfg.max_side, antialias=True)
     crop_then_resize = v2.Compose(
         [
             v2.RandomShortestSize(cfg.crop_scales, antialias=True),
             RandomSizeCrop(*cfg.crop_size),
-            v2.RandomShortestSize(cfg.scales, max_size=cfg.max_size, antialias=True),
+            v2.RandomShortestSize(cfg.scales, max_size=cfg.max_side, antialias=True),
         ]
     )
     return v2.RandomChoice([resize, crop_then_resize], p=[0.5, 0.5])
@@ -81,7 +81,7 @@ def detection_transforms(cfg: DetectionTransformConfig) -> v2.Transform | None:
             steps += [v2.RandomHorizontalFlip(), detr_train_resize(cfg)]
         elif cfg.augment == "eval":
             steps.append(
-                v2.RandomShortestSize(cfg.eval_size, max_size=cfg.max_size, antialias=True)
+                v2.RandomShortestSize(cfg.eval_size, max_size=cfg.max_side, antialias=True)
             )
     else:
         if cfg.augment == "train":
