@@ -20,6 +20,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.fixture(autouse=True)
+def visionforge_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Each test gets its own run registry (``$VISIONFORGE_HOME``), never the user's."""
+    home = tmp_path_factory.mktemp("visionforge-home")
+    monkeypatch.setenv("VISIONFORGE_HOME", str(home))
+    return home
+
+
 @dataclass(frozen=True)
 class S3Server:
     """A real S3 endpoint (SeaweedFS) on loopback."""

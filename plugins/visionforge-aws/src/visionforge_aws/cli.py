@@ -1,0 +1,45 @@
+"""``visionforge aws ...`` commands (cheap to build: heavy imports happen when they run)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Sync SRC to DST; exit 1 when any file failed (each is listed)."""
+    from visionforge_aws.sync import sync
+
+    report = sync(
+        args.source,
+        args.destination,
+        concurrency=args.concurrency,
+        retries=args.retries,
+        delete=args.delete,
+        dry_run=args.dry_run,
+        progress=not args.quiet,
+    )
+    if args.dry_run:
+        for key in report.transferred:
+            print(f"would transfer: {key}")
+        for key in report.deleted:
+            print(f"would delete: {key}")
+    for key, reason in sorted(report.failed.items()):
+        print(f"failed: {key}: {reason}", file=sys.stderr)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    aws = subparsers.add_parser("aws", help="S3 sync and SageMaker")
+    commands = aws.add_subparsers(dest="aws_command", metavar="COMMAND", required=True)
+
+    p = commands.add_parser("sync", help="sync a folder tree to/from S3 (skips unchanged files)")
+    p.add_argument("source", metavar="SRC", help="local folder or s3://bucket/prefix")
+    p.add_argument("destination", metavar="DST", help="local folder or s3://bucket/prefix")
+    p.add_argument("--concurrency", type=int, default=64, help="transfers at once (default 64)")
+    p.add_argument("--retries", type=int, default=5, help="retries per file (default 5)")
+    p.add_argument("--delete", action="store_true", help="delete DST files that SRC lacks")
+    p.add_argument("--dry-run", action="store_true", help="list what would change, change nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sync)

@@ -1,0 +1,149 @@
+"""S3 sync against a real S3 server (SeaweedFS), directly and through a fault-injecting proxy."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+
+from visionforge import cli
+from visionforge_aws.sync import MANIFEST_NAME, sync
+
+
+def make_tree(root: Path, count: int = 40, size: int = 3000) -> dict[str, bytes]:
+    files = {}
+    for i in range(count):
+        key = f"images/{i % 4}/img_{i:04d}.jpg"
+        files[key] = hashlib.sha256(f"{root.name}{i}".encode()).digest() * (size // 32)
+    files["annotations/train.json"] = json.dumps({"images": count}).encode()
+    for key, data in files.items():
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(data)
+    return files
+
+
+def remote(bucket: str) -> dict[str, bytes]:
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    root = bucket.removeprefix("s3://") + "/data"
+    return {
+        p[len(root) + 1 :]: fs.cat_file(p) for p in fs.find(root) if not p.endswith(MANIFEST_NAME)
+    }
+
+
+@pytest.mark.slow
+def test_upload_resync_change_dry_run_delete(s3_bucket: str, tmp_path: Path) -> None:
+    files = make_tree(tmp_path)
+    dst = f"{s3_bucket}/data"
+    first = sync(tmp_path, dst, progress=False)
+    assert first.ok and first.transferred == sorted(files) and first.skipped == 0
+    assert first.bytes == sum(len(d) for d in files.values())
+    assert remote(s3_bucket) == files
+    again = sync(tmp_path, dst, progress=False)
+    assert again.transferred == [] and again.skipped == len(files)
+    # same size, new content: the hash tells
+    changed = "images/1/img_0001.jpg"
+    (tmp_path / changed).write_bytes(b"\x01" * len(files[changed]))
+    (tmp_path / "new.txt").write_text("new")
+    planned = sync(tmp_path, dst, dry_run=True, progress=False)
+    assert planned.transferred == sorted([changed, "new.txt"])
+    assert remote(s3_bucket) == files  # a dry run changes nothing
+    sync(tmp_path, dst, progress=False)
+    (tmp_path / "new.txt").unlink()
+    kept = sync(tmp_path, dst, progress=False)
+    assert kept.deleted == [] and "new.txt" in remote(s3_bucket)
+    pruned = sync(tmp_path, dst, delete=True, progress=False)
+    assert pruned.deleted == ["new.txt"] and "new.txt" not in remote(s3_bucket)
+    assert remote(s3_bucket)[changed] == b"\x01" * len(files[changed])
+
+
+@pytest.mark.slow
+def test_download_and_redownload(s3_bucket: str, tmp_path: Path) -> None:
+    files = make_tree(tmp_path / "up")
+    sync(tmp_path / "up", f"{s3_bucket}/data", progress=False)
+    down = sync(f"{s3_bucket}/data", tmp_path / "down", progress=False)
+    assert down.ok and down.transferred == sorted(files)
+    assert {k: (tmp_path / "down" / k).read_bytes() for k in files} == files
+    assert not (tmp_path / "down" / MANIFEST_NAME).exists()
+    assert sync(f"{s3_bucket}/data", tmp_path / "down", progress=False).skipped == len(files)
+
+
+def flaky(key: str, attempt: int) -> str | None:
+    """Deterministic faults: a key fails its first 0-2 PUTs, in three different ways."""
+    pattern = zlib.crc32(key.encode()) % 4
+    return ("503", "drop", "drop-after")[attempt] if attempt < pattern else None
+
+
+@pytest.mark.slow
+def test_faults_are_retried_and_everything_arrives(
+    s3_bucket: str, tmp_path: Path, proxied: Any
+) -> None:
+    files = make_tree(tmp_path, count=60)
+    proxied.faults = flaky
+    report = sync(tmp_path, f"{s3_bucket}/data", backoff=0.05, progress=False)
+    assert report.ok, report.failed
+    assert set(proxied.injected) == {"503", "drop", "drop-after"}
+    # every 503 is retried by us; a dropped connection is sometimes retried by aiohttp itself
+    # (a stale keep-alive connection), below the layer that counts
+    assert proxied.injected["503"] <= report.retries <= sum(proxied.injected.values())
+    assert report.transferred == sorted(files)
+    assert remote(s3_bucket) == files
+    assert sync(tmp_path, f"{s3_bucket}/data", progress=False).skipped == len(files)
+
+
+@pytest.mark.slow
+def test_a_failing_file_is_reported_and_the_rest_arrive(
+    s3_bucket: str, tmp_path: Path, proxied: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = make_tree(tmp_path, count=20)
+    bad = "images/2/img_0006.jpg"
+    proxied.faults = lambda key, n: "503" if key.endswith(bad) else None
+    dst = f"{s3_bucket}/data"
+    code = cli.main(["aws", "sync", str(tmp_path), dst, "--retries", "2", "--quiet"])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert f"failed: {bad}: " in captured.err
+    assert "failed 1" in captured.out
+    assert proxied.puts[f"/{dst.removeprefix('s3://')}/{bad}"] == 3  # 1 try + 2 retries
+    arrived = remote(s3_bucket)
+    assert bad not in arrived and arrived == {k: v for k, v in files.items() if k != bad}
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    manifest = json.loads(fs.cat_file(f"{dst.removeprefix('s3://')}/{MANIFEST_NAME}"))
+    assert bad not in manifest["files"] and len(manifest["files"]) == len(files) - 1
+
+
+@pytest.mark.slow
+def test_killed_sync_resumes_without_resending(
+    s3_bucket: str, tmp_path: Path, proxied: Any
+) -> None:
+    src = tmp_path / "src"
+    files = make_tree(src, count=80)
+    proxied.put_delay = 0.05
+    dst = f"{s3_bucket}/data"
+    env = {**os.environ}
+    command = [sys.executable, "-m", "visionforge.cli", "aws", "sync", str(src), dst]
+    process = subprocess.Popen([*command, "--concurrency", "2", "--quiet"], env=env)
+    deadline = time.monotonic() + 120
+    while len(proxied.puts) < 20:
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = remote(s3_bucket)
+    assert 0 < len(before) < len(files), (len(before), proxied.puts.total())
+    assert all(files[k] == v for k, v in before.items())
+    proxied.put_delay = 0.0
+    report = sync(src, dst, progress=False)
+    assert report.ok
+    assert report.transferred == sorted(set(files) - set(before))  # nothing re-sent
+    assert report.skipped == len(before)
+    assert remote(s3_bucket) == files
