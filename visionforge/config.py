@@ -262,15 +262,23 @@ class Recipe(BaseModel):
 
     def missing_inputs(self) -> list[tuple[str, str]]:
         """(dotted field, path) of every local :data:`InputPath` that does not exist."""
+        return [
+            (f, p)
+            for f, p in self.input_paths()
+            if not storage.is_remote(p) and not Path(p).expanduser().exists()
+        ]
+
+    def input_paths(self) -> list[tuple[str, str]]:
+        """(dotted field, path or URL) of every :data:`InputPath` the recipe sets (remote
+        runners upload or refuse the local ones)."""
         configs: list[tuple[str, BaseModel]] = [("trainer", self.trainer)]
         for path, registry, block in self.component_blocks():
             configs.append((path, registry.validate(block.as_dict(), path)))
-        missing = []
-        for prefix, config in configs:
-            for name, value in _input_paths(config):
-                if not storage.is_remote(value) and not Path(value).expanduser().exists():
-                    missing.append((f"{prefix}.{name}", value))
-        return missing
+        return [
+            (f"{prefix}.{name}", value)
+            for prefix, config in configs
+            for name, value in _input_paths(config)
+        ]
 
     def sha256(self) -> str:
         """The recipe hash (lineage, resume checks): what defines the trained model.
