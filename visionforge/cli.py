@@ -384,7 +384,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         ):
             block = recipe.export.model_dump()
         if name == args.to:
-            block.update(options)
+            block = _merged(block, options)
         if args.opset is not None and name == "onnx":
             block["opset"] = args.opset
         return block
@@ -428,6 +428,18 @@ def _export_options(args: argparse.Namespace) -> dict[str, Any]:
                 node = node.setdefault(key, {})
             node[leaf] = value
     return options
+
+
+def _merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` merged in, nested blocks merged key by key."""
+    merged = dict(base)
+    for key, value in extra.items():
+        inner = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(inner, Mapping):
+            merged[key] = _merged(inner, value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _export_model(

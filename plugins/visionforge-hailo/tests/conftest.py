@@ -26,12 +26,12 @@ HEF_BYTES = b"HEF\x00fake-compiled-network"
 def classifier_graph(
     *, opset: int = 13, ir_version: int = 7, tail: str | None = None, size: int = 16
 ) -> onnx.ModelProto:
-    """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm (3 classes), dynamic batch;
+    """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm (2 classes), dynamic batch;
     ``tail="TopK"`` appends a TopK node the DFC does not take."""
     rng = np.random.default_rng(0)
     weights = [
         numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
-        numpy_helper.from_array(rng.standard_normal((3, 4)).astype(np.float32), "fc"),
+        numpy_helper.from_array(rng.standard_normal((2, 4)).astype(np.float32), "fc"),
     ]
     nodes = [
         helper.make_node("Conv", ["image", "w"], ["c"], pads=[1, 1, 1, 1], name="/stem/conv"),
@@ -40,7 +40,7 @@ def classifier_graph(
         helper.make_node("Flatten", ["p"], ["f"], name="/flatten"),
         helper.make_node("Gemm", ["f", "fc"], ["logits"], transB=1, name="/head/fc"),
     ]
-    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])]
     if tail == "TopK":
         weights.append(numpy_helper.from_array(np.array([2], dtype=np.int64), "k"))
         nodes.append(helper.make_node("TopK", ["logits", "k"], ["top", "idx"], name="/topk"))

@@ -70,7 +70,7 @@ def test_unsupported_op_listed_with_end_nodes_to_cut(tmp_path: Path, graph: Grap
     assert report.suggested_end_nodes == ["/head/fc"]
     message = report.unsupported_message(source)
     assert "TopK (node '/topk')" in message
-    assert "--set export.end_node_names=[/head/fc]" in message
+    assert "--end-node-names /head/fc (export.end_node_names)" in message
     cut = preflight(source, str(tmp_path / "c.onnx"), end_node_names=["/head/fc"])
     assert cut.unsupported == []
     with pytest.raises(ExportError, match="no node named"):

@@ -149,21 +149,12 @@ def write_calibration(
     if len(indices) < size:
         notes.append(f"only {len(indices)} images available (asked for {size})")
     staged = f"{out}.partial.npy"
-    array = np.lib.format.open_memmap(
-        staged, mode="w+", dtype=np.float32, shape=(len(indices), *input_hwc)
-    )
-    for row, index in enumerate(tqdm(indices, desc="calibration", unit="img", disable=None)):
-        where = f"{source.origin}[{index}]"
-        item = image_array(dataset[index]["image"], source, where)
-        if tuple(item.shape) != tuple(input_hwc):
-            raise ConfigError(
-                f"{where}: the eval transforms give {list(item.shape)} (HWC) but the model "
-                f"takes {list(input_hwc)}; set {source.origin}.image_size to the model's size"
-            )
-        array[row] = item
-    array.flush()
-    del array
-    os.replace(staged, out)
+    try:
+        _fill(staged, dataset, indices, source, input_hwc)
+        os.replace(staged, out)
+    finally:
+        if os.path.exists(staged):
+            os.remove(staged)
     norm = source.normalization
     manifest = lineage.write_manifest(
         out,
@@ -185,6 +176,28 @@ def write_calibration(
         },
     )
     return np.load(out, mmap_mode="r"), manifest
+
+
+def _fill(
+    staged: str,
+    dataset: Any,
+    indices: Sequence[int],
+    source: CalibrationSource,
+    input_hwc: Sequence[int],
+) -> None:
+    array = np.lib.format.open_memmap(
+        staged, mode="w+", dtype=np.float32, shape=(len(indices), *input_hwc)
+    )
+    for row, index in enumerate(tqdm(indices, desc="calibration", unit="img", disable=None)):
+        where = f"{source.origin}[{index}]"
+        item = image_array(dataset[index]["image"], source, where)
+        if tuple(item.shape) != tuple(input_hwc):
+            raise ConfigError(
+                f"{where}: the eval transforms give {list(item.shape)} (HWC) but the model "
+                f"takes {list(input_hwc)}; set {source.origin}.image_size to the model's size"
+            )
+        array[row] = item
+    array.flush()
 
 
 def load_npy(path: str, input_hwc: Sequence[int]) -> np.ndarray:

@@ -125,7 +125,7 @@ class HailoExporter:
         if recipe is None and checkpoint is not None:
             recipe = recipe_of_checkpoint(checkpoint)
         report = self._preflight(source.path, paths, checkpoint)
-        calibration, calib_manifest, normalization = self._calibration(
+        calibration, calib_path, calib_manifest, normalization = self._calibration(
             source, paths, report, recipe
         )
         script = model_script(cfg, normalization, len(calibration))
@@ -142,18 +142,18 @@ class HailoExporter:
             end_node_names=list(cfg.end_node_names),
             model_script=script,
             model_script_path=paths.model_script,
-            calibration_path=paths.calibration,
+            calibration_path=calib_path,
             parsed_har=paths.har("parsed"),
             optimized_har=paths.har("optimized"),
             compiled_har=paths.har("compiled"),
         )
-        all_parents = [*parents, paths.calibration]
+        all_parents = [*parents, calib_path]
         extra = {
             "hw_arch": cfg.hw_arch,
             "preflight": report.as_dict(),
             "metadata": paths.metadata,
             "model_script": paths.model_script,
-            "calibration": {"path": paths.calibration, "images": len(calibration)},
+            "calibration": {"path": calib_path, "images": len(calibration)},
         }
         if dfc is None:
             self._write_commands(paths, job)
@@ -207,7 +207,7 @@ class HailoExporter:
         paths: OutputPaths,
         report: PreflightReport,
         recipe: Recipe | None,
-    ) -> tuple[np.ndarray, dict[str, Any], calib.Normalization | None]:
+    ) -> tuple[np.ndarray, str, dict[str, Any], calib.Normalization | None]:
         cfg = self.cfg.calibration
         _, channels, height, width = report.input_shape
         hwc = (height, width, channels)
@@ -216,7 +216,7 @@ class HailoExporter:
             normalization = (
                 _recorded_normalization(cfg.data) if self.cfg.fold_normalization else None
             )
-            return array, {"path": cfg.data}, normalization
+            return array, os.path.abspath(cfg.data), {}, normalization
         if cfg.data is not None:
             block, origin = calib.block_from(cfg.data)
         elif recipe is not None:
@@ -235,7 +235,8 @@ class HailoExporter:
             input_hwc=hwc,
             recipe=recipe,
         )
-        return array, manifest, prepared.normalization if prepared.folded else None
+        normalization = prepared.normalization if prepared.folded else None
+        return array, paths.calibration, manifest, normalization
 
     def _metadata(
         self,

@@ -50,6 +50,13 @@ def visionforge_cli(subparsers: argparse._SubParsersAction) -> None:
         help="calibration images (default: 1024)",
     )
     group.add_argument(
+        "--end-node-names",
+        dest="export.end_node_names",
+        nargs="+",
+        metavar="NODE",
+        help="cut the graph after these ONNX nodes (the host runs the rest)",
+    )
+    group.add_argument(
         "--hw-arch",
         dest="export.hw_arch",
         choices=("hailo8", "hailo8l", "hailo10h"),

@@ -62,11 +62,11 @@ class PreflightReport:
         """One line naming the unsupported ops and the end nodes to cut before them."""
         listed = ", ".join(f"{op} (node {name!r})" for op, name in self.unsupported[:8])
         more = f" and {len(self.unsupported) - 8} more" if len(self.unsupported) > 8 else ""
-        cut = ",".join(self.suggested_end_nodes)
+        cut = " ".join(self.suggested_end_nodes)
         return (
             f"{where}: the Hailo DFC does not support {listed}{more}; cut the graph before "
-            f"them with --set export.end_node_names=[{cut}] and run that tail on the host, "
-            "or add op types the DFC of your version takes to export.extra_supported_ops"
+            f"them with --end-node-names {cut} (export.end_node_names) and run that tail on "
+            "the host, or list op types your DFC version takes in export.extra_supported_ops"
         )
 
 
