@@ -192,3 +192,34 @@ def detection_recipe(output: str, **blocks: Any) -> dict[str, Any]:
         "trainer": trainer,
         **blocks,
     }
+
+
+def _main() -> int:
+    """Script mode for subprocess tests: ``python detection_support.py RECIPE.json
+    [worker options]`` (also under torchrun, one process per rank; optional
+    ``--kill-at STEP`` SIGKILLs the process after that optimizer step)."""
+    import os
+    import signal
+    import sys
+
+    from visionforge.engine import worker
+
+    args = sys.argv[1:]
+    register()
+    if "--kill-at" in args:
+        at = args.index("--kill-at")
+        kill_at = int(args[at + 1])
+        del args[at : at + 2]
+
+        class Killer:
+            @visionforge.hookimpl
+            def visionforge_train_step_end(self, trainer: Any, step: int, losses: Any) -> None:
+                if step == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        visionforge.plugins.register_plugin("detectiontest-killer", Killer())
+    return worker.main(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -1,0 +1,81 @@
+"""A detector under DDP (2 gloo processes): evaluation runs on every rank's share and
+gathers once (no hang), giving the metrics a single process computes for the same weights;
+background-only batches on one rank do not break gradient synchronization."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from detection_support import detection_recipe, register
+from test_engine_support import SUBPROCESS_ENV
+
+from visionforge.config import recipe_from_dict
+from visionforge.engine import evaluate
+from visionforge.engine.data import ResumableSampler
+from visionforge.registry import REGISTRIES
+
+SUPPORT = Path(__file__).parent / "detection_support.py"
+TRAIN = {
+    "type": "synthetic_shapes",
+    "num_images": 8,
+    "shape_size": 40,
+    "min_objects": 0,
+    "max_objects": 1,
+    "seed": 3,
+}
+
+
+def one_rank_sees_only_background(seed: int) -> bool:
+    """True if some step gives one rank a background-only image and the other a box."""
+    dataset = REGISTRIES.datasets.build(TRAIN)
+    empty = [len(dataset[i]["target"]["labels"]) == 0 for i in range(len(dataset))]
+    orders = []
+    for rank in (0, 1):
+        sampler = ResumableSampler(8, 1, seed=seed, rank=rank, world_size=2)
+        sampler.set_position(0)
+        orders.append([index for _, index in sampler])
+    return any(empty[a] != empty[b] for a, b in zip(*orders, strict=True))
+
+
+@pytest.mark.slow
+def test_two_processes_evaluate_like_one(tmp_path: Path) -> None:
+    register()
+    assert one_rank_sees_only_background(seed=0)
+    data = detection_recipe(
+        str(tmp_path / "two"),
+        data={
+            "train": TRAIN,
+            "val": {"type": "synthetic_shapes", "num_images": 9, "shape_size": 40, "seed": 1},
+        },
+        trainer={"batch_size": 1, "seed": 0},
+    )
+    recipe_file = tmp_path / "recipe.json"
+    recipe_file.write_text(json.dumps(data))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(SUPPORT),
+            str(recipe_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **SUBPROCESS_ENV},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    two = {k.removeprefix("val/"): v for k, v in result["metrics"].items() if k.startswith("val/")}
+    assert "AP" in two and "F1" in two
+    single = evaluate(recipe_from_dict(data), result["last_checkpoint"])
+    for key, value in two.items():
+        assert single[key] == pytest.approx(value, abs=1e-9), key
