@@ -7,13 +7,16 @@ import argparse
 from visionforge import hookimpl
 from visionforge.registry import Registries
 from visionforge_dino.detr import configs as detr_configs
+from visionforge_dino.dino import configs as dino_configs
 
 _DETR = "visionforge_dino.detr"
+_DINO = "visionforge_dino.dino"
 
 
 @hookimpl
 def visionforge_register(registries: Registries) -> None:
-    """Models detr_r50 / detr_r101 and the detr loss."""
+    """Models detr_r50 / detr_r101 / dino_r50_4scale / dino_r50_5scale, the detr and dino
+    losses."""
     registries.models.register(
         "detr_r50",
         config=detr_configs.DetrR50Config,
@@ -31,6 +34,24 @@ def visionforge_register(registries: Registries) -> None:
         config=detr_configs.DetrLossConfig,
         builder=f"{_DETR}.criterion:build_detr_loss",
         description="DETR set criterion: Hungarian matching, CE + L1 + GIoU, aux losses",
+    )
+    registries.models.register(
+        "dino_r50_4scale",
+        config=dino_configs.DinoR50FourScaleConfig,
+        builder=f"{_DINO}.builders:build_dino",
+        description="DINO-4scale, ResNet-50 (loads the official checkpoint0011_4scale weights)",
+    )
+    registries.models.register(
+        "dino_r50_5scale",
+        config=dino_configs.DinoR50FiveScaleConfig,
+        builder=f"{_DINO}.builders:build_dino",
+        description="DINO-5scale, ResNet-50 (loads the official 5-scale weights)",
+    )
+    registries.losses.register(
+        "dino",
+        config=dino_configs.DinoLossConfig,
+        builder=f"{_DINO}.criterion:build_dino_loss",
+        description="DINO criterion: focal + L1 + GIoU on decoder, encoder and denoising outputs",
     )
 
 
