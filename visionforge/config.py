@@ -7,7 +7,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -314,9 +314,17 @@ def _input_paths(config: BaseModel) -> list[tuple[str, str]]:
     found = []
     for name, info in type(config).model_fields.items():
         value = getattr(config, name)
-        if isinstance(value, str) and any(isinstance(m, InputPathMarker) for m in info.metadata):
+        marked = any(isinstance(m, InputPathMarker) for m in info.metadata)
+        if isinstance(value, str) and (marked or _marks_input_path(info.annotation)):
             found.append((name, value))
     return found
+
+
+def _marks_input_path(annotation: Any) -> bool:
+    """True for ``InputPath`` nested in the annotation (``InputPath | None``)."""
+    if get_origin(annotation) is Annotated:
+        return any(isinstance(m, InputPathMarker) for m in get_args(annotation)[1:])
+    return any(_marks_input_path(arg) for arg in get_args(annotation))
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
