@@ -275,15 +275,42 @@ def _predict_preprocess(recipe: Recipe) -> tuple[int, Callable[[torch.Tensor], t
     return _input_channels(recipe, dataset_cfg), preprocess
 
 
+def _predict_detections(model: Any, recipe: Recipe, checkpoint: str | None, args: Any) -> int:
+    """Detectors (Predictor models): PNGs with boxes drawn and a COCO results JSON."""
+    from visionforge import prediction
+
+    out = args.out or prediction.default_out(checkpoint)
+    device = _device(args.device)
+    model.to(device).eval()
+    results = prediction.detect(
+        model,
+        recipe,
+        prediction.expand_inputs(args.images),
+        device=device,
+        score_threshold=args.score_threshold,
+        batch_size=args.batch_size,
+    )
+    written = prediction.write_outputs(results, model, out)
+    kept = sum(len(r.scores) for r in results)
+    print(
+        f"{len(results)} image(s), {kept} detection(s) with score >= {args.score_threshold:g} "
+        f"-> {out} ({len(written)} files: PNGs, detections.json, images.json)"
+    )
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Print the top-k classes of each image for a classifier."""
+    """Detectors: draw and save detections; classifiers: print the top-k classes."""
     import torch
     from tqdm.auto import tqdm
 
     from visionforge.engine import load_model
+    from visionforge.interfaces import Predictor
 
     recipe, checkpoint = resolve_source(args.source, args.checkpoint, args.overrides)
     model, recipe = load_model(recipe, checkpoint)
+    if isinstance(model, Predictor):
+        return _predict_detections(model, recipe, checkpoint, args)
     channels, preprocess = _predict_preprocess(recipe)
     device = _device(args.device)
     model.to(device).eval()
@@ -585,9 +612,22 @@ def _add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", parents=[source_opts], help="classify images")
+    p = sub.add_parser("predict", parents=[source_opts], help="detect objects / classify images")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or URLs")
     p.add_argument("--topk", type=int, default=5, help="classes shown per image (default: 5)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="detectors: folder (or URL) for the drawn PNGs and detections.json "
+        "(default: predictions/ beside the checkpoint); IMAGE may be a folder or s3:// prefix",
+    )
+    p.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.3,
+        help="detectors: keep detections scoring at least this (default: 0.3)",
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="detectors: images per batch")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--json", action="store_true", help="print the predictions as JSON")
     p.set_defaults(func=cmd_predict)

@@ -18,6 +18,7 @@ from torch import nn
 from visionforge import storage
 from visionforge.config import Recipe
 from visionforge.errors import CheckpointError, StorageError
+from visionforge.interfaces import CategoryMapped
 from visionforge.registry import REGISTRIES
 
 CHECKPOINT_FORMAT = "visionforge.checkpoint/1"
@@ -157,5 +158,8 @@ def load_model(
         load_weights(model, weights, checkpoint)
         if ckpt.get("class_names") is not None:
             setattr(model, "class_names", list(ckpt["class_names"]))  # noqa: B010
+        if ckpt.get("category_ids") is not None and not isinstance(model, CategoryMapped):
+            # the label space of the training data, unless the model declares its own
+            setattr(model, "category_ids", list(ckpt["category_ids"]))  # noqa: B010
     model.eval()
     return model, recipe

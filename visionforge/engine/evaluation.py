@@ -57,6 +57,12 @@ def label_map(model: Any, dataset: Any) -> torch.Tensor | None:
     return torch.tensor([index.get(category, -1) for category in model.category_ids])
 
 
+def category_ids_of(dataset: Any) -> list[int] | None:
+    """The category id of each class of a :class:`CategoryMapped` dataset (else None):
+    checkpoints record it so predict can report the ids a detector was trained on."""
+    return [int(c) for c in dataset.category_ids] if isinstance(dataset, CategoryMapped) else None
+
+
 def to_dataset_labels(prediction: dict[str, Any], mapping: torch.Tensor) -> dict[str, Any]:
     """One image's detections with labels mapped by :func:`label_map`; detections of
     categories the dataset does not have are dropped (its ground truth cannot match them)."""

@@ -47,6 +47,7 @@ from visionforge.engine.data import (
 from visionforge.engine.evaluation import (
     autocast_for,
     build_evaluator,
+    category_ids_of,
     eval_loader,
     label_map,
     run_evaluation,
@@ -653,6 +654,7 @@ class Trainer:
             "metrics": dict(self.metrics),
             "best_metric": self.best_metric,
             "class_names": self.class_names,
+            "category_ids": category_ids_of(self.train_set),
             "history": list(self.history),
             "epoch_sums": {
                 "sums": dict(self._sums),
