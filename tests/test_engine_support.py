@@ -165,32 +165,52 @@ def tiny_recipe(output: str | Path, **blocks: Any) -> Recipe:
     return recipe_from_dict(tiny_recipe_data(output, **blocks))
 
 
+class StepReporter:
+    """Plugin printing ``step N`` after every optimizer step and ``rank R stopped at step S``
+    at the end, flushed: a test follows the run on stdout instead of polling files."""
+
+    @visionforge.hookimpl
+    def visionforge_train_step_end(self, trainer: Any, step: int, losses: Any) -> None:
+        print(f"step {step}", flush=True)
+
+    @visionforge.hookimpl
+    def visionforge_train_end(self, trainer: Any, metrics: Any) -> None:
+        print(f"rank {trainer.dist.rank} stopped at step {trainer.global_step}", flush=True)
+
+
 def _main() -> int:
     """Script mode for subprocess tests: ``python test_engine_support.py RECIPE.json
-    [--resume] [--kill-at STEP]`` (also runs under torchrun, one process per rank)."""
+    [--resume] [--kill-at STEP] [--report-steps]`` (also runs under torchrun, one process per
+    rank). Stop signals are caught from the start; ``listening`` is printed once they are."""
     import argparse
     import os
     import signal
 
     from visionforge.engine import worker
+    from visionforge.engine.signals import StopSignal
 
     parser = argparse.ArgumentParser()
     parser.add_argument("recipe")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--kill-at", type=int, default=None, help="SIGKILL self after this step")
+    parser.add_argument("--report-steps", action="store_true", help="print steps (StepReporter)")
     args = parser.parse_args()
-    register()
-    if args.kill_at is not None:
-        kill_at = args.kill_at
+    with StopSignal(restore=False):  # shared with the worker's and the trainer's
+        print("listening", flush=True)
+        register()
+        if args.report_steps:
+            visionforge.plugins.register_plugin("enginetest-steps", StepReporter())
+        if args.kill_at is not None:
+            kill_at = args.kill_at
 
-        class Killer:
-            @visionforge.hookimpl
-            def visionforge_train_step_end(self, trainer: Any, step: int, losses: Any) -> None:
-                if step == kill_at:
-                    os.kill(os.getpid(), signal.SIGKILL)
+            class Killer:
+                @visionforge.hookimpl
+                def visionforge_train_step_end(self, trainer: Any, step: int, losses: Any) -> None:
+                    if step == kill_at:
+                        os.kill(os.getpid(), signal.SIGKILL)
 
-        visionforge.plugins.register_plugin("enginetest-killer", Killer())
-    return worker.main([args.recipe, *(["--resume"] if args.resume else [])])
+            visionforge.plugins.register_plugin("enginetest-killer", Killer())
+        return worker.main([args.recipe, *(["--resume"] if args.resume else [])])
 
 
 if __name__ == "__main__":

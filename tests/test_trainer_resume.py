@@ -1,5 +1,5 @@
-"""Exact resume: after a crash, SIGKILL at a random step, or SIGTERM, the run ends with the
-weights of an uninterrupted run; fsspec outputs resume from their URL."""
+"""Exact resume: after a crash or SIGKILL at seeded random steps the run ends with the weights
+of an uninterrupted run; fsspec outputs resume from their URL. SIGTERM: test_sigterm_under_load."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +75,10 @@ def test_resume_after_crash_mid_epoch_is_exact(tmp_path: Path) -> None:
         visionforge.LOADER.pm.unregister(crash)
         visionforge.LOADER.infos.pop("enginetest-crash", None)
     assert load_checkpoint(str(tmp_path / "run" / "last.ckpt"))["position"]["global_step"] == 7
+    failed = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert failed["status"] == "failed" and failed["error"] == "RuntimeError: crash at step 8"
+    assert failed["position"] == {"epoch": 1, "step_in_epoch": 2, "global_step": 8}
+    assert failed["checkpoints"]["last"] == str(tmp_path / "run" / "last.ckpt")
     csv_lines = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert len(csv_lines) == 2  # written at every epoch end: header + epoch 1
     resumed = Trainer(tiny_recipe(tmp_path / "run", **RESUME_BLOCKS), resume=True).fit()
@@ -93,9 +96,16 @@ def run_subprocess(recipe_file: Path, *args: str) -> subprocess.CompletedProcess
     )
 
 
+KILL_STEPS = sorted({1, *random.Random(20261130).sample(range(2, 18), 2)})
+"""Steps to SIGKILL at (18 in all): the edge before the first checkpoint, and two drawn with a
+fixed seed, so a failure names a step that reproduces."""
+
+
 @pytest.mark.slow
-def test_sigkill_at_a_random_step_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
-    kill_at = random.Random().randint(1, 17)  # 18 steps in all
+@pytest.mark.parametrize("kill_at", KILL_STEPS)
+def test_sigkill_at_a_random_step_then_resume_equals_uninterrupted(
+    tmp_path: Path, kill_at: int
+) -> None:
     note = f"killed at step {kill_at}"
     reference = Trainer(tiny_recipe(tmp_path / "ref", **RESUME_BLOCKS)).fit()
     recipe_file = tmp_path / "run.json"
@@ -112,38 +122,6 @@ def test_sigkill_at_a_random_step_then_resume_equals_uninterrupted(tmp_path: Pat
     expected = "starting from scratch" if kill_at == 1 else f"(global step {kill_at - 1})"
     assert expected in resumed.stdout, note
     assert_same_state(reference.last_checkpoint, str(tmp_path / "run" / "last.ckpt"))
-
-
-@pytest.mark.slow
-def test_sigterm_writes_a_checkpoint_and_exits_zero(tmp_path: Path) -> None:
-    data = tiny_recipe_data(
-        tmp_path / "run",
-        data={"loader": {"num_workers": 1}},
-        trainer={"epochs": 500, "log_every_steps": 1},
-    )
-    recipe_file = tmp_path / "recipe.json"
-    recipe_file.write_text(json.dumps(data))
-    process = subprocess.Popen(
-        [sys.executable, str(SUPPORT), str(recipe_file)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **SUBPROCESS_ENV},
-        start_new_session=True,
-    )
-    last = tmp_path / "run" / "last.ckpt"
-    deadline = time.monotonic() + 90
-    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)  # the first epoch-end checkpoint shows training is under way
-    os.killpg(process.pid, signal.SIGTERM)  # like a spot shutdown: trainer and loader worker
-    stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 0, stderr
-    result = json.loads(stdout.strip().splitlines()[-1])
-    assert result["stopped_by_signal"] is True
-    ckpt = load_checkpoint(str(last))
-    assert 6 <= ckpt["position"]["global_step"] < 500 * 6
-    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert manifest["status"] == "stopped"
 
 
 def test_output_to_fsspec_url_and_resume_from_it(tmp_path: Path) -> None:
