@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
 import torch
 from pydantic import BaseModel
@@ -129,8 +129,18 @@ def _input_paths(config: BaseModel) -> Iterator[str]:
         value = getattr(config, name)
         if isinstance(value, BaseModel):
             yield from _input_paths(value)
-        elif isinstance(value, str) and any(isinstance(m, InputPathMarker) for m in info.metadata):
+        elif isinstance(value, str) and (
+            any(isinstance(m, InputPathMarker) for m in info.metadata)
+            or _marked(info.annotation)
+        ):
             yield value
+
+
+def _marked(annotation: Any) -> bool:
+    """True if ``annotation`` holds an :data:`InputPath` (``InputPath | None`` included)."""
+    if get_origin(annotation) is Annotated:
+        return any(isinstance(m, InputPathMarker) for m in annotation.__metadata__)
+    return any(_marked(arg) for arg in get_args(annotation))
 
 
 def nested_strings(value: Any) -> Iterator[str]:
