@@ -92,7 +92,7 @@ class TinyDetectorExport(nn.Module):
         outputs = self.detector({"image": image})
         scores, labels = outputs["pred_logits"].softmax(-1)[..., :-1].max(-1)
         height, width = image.shape[-2:]
-        scale = torch.stack([width, height, width, height]).to(scores.dtype)
+        scale = scores.new_tensor([width, height, width, height])
         boxes = box_convert(outputs["pred_boxes"], "cxcywh", "xyxy") * scale
         top, order = scores.topk(self.detector.num_queries, dim=1)
         return {

@@ -5,6 +5,12 @@ dynamic batch axis, checks the graph, runs it in onnxruntime on ``example`` and 
 another size, and fails with :class:`~visionforge.export.ExportError` when the largest absolute
 difference to PyTorch exceeds the tolerance. The file appears only once it passed (written in a
 staging folder, then moved into place) and gets a lineage manifest.
+
+Detectors export their ``export_module()``: image ``[B, 3, H, W]`` in (normalized as the
+model expects), ``boxes`` ``[B, K, 4]`` (xyxy pixels of that image), ``scores`` ``[B, K]`` and
+``labels`` ``[B, K]`` (int64, the model's classes) out, best first, top-k without NMS. The
+batch axis is dynamic; height and width are fixed to the example's (``export.input_size``):
+resize (and pad) inputs to that size, and scale the boxes back to the original image.
 """
 
 from __future__ import annotations
