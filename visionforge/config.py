@@ -144,7 +144,9 @@ class TrainerConfig(BaseModel):
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cut epochs short")
     output: str | None = Field(None, description="local path or fsspec URL; runs/<name>")
     loggers: list[LoggerName] = Field(default_factory=_default_loggers)
-    log_every_steps: int = Field(10, ge=1)
+    log_every_steps: int | None = Field(
+        None, ge=1, description="default: every step for runs of up to 1000 steps, else 10"
+    )
     csv_log_steps: bool = Field(False, description="metrics.csv also gets a row per log step")
     train_metrics: bool = Field(
         False, description="also run the evaluator on training batches (train/<metric>)"

@@ -44,7 +44,8 @@ def visionforge_train_step_end(trainer: TrainerView, step: int, losses: dict[str
 
 @hookspec
 def visionforge_epoch_end(trainer: TrainerView, epoch: int, metrics: dict[str, float]) -> None:
-    """Called after each epoch (and its evaluation) with the epoch's metrics."""
+    """Called after each epoch (and its evaluation) with the epoch's metrics; ``epoch`` is
+    the epoch that ended, counted from 1 as in the logs."""
 
 
 @hookspec

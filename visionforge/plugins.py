@@ -13,13 +13,16 @@ import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from visionforge import hookspecs
 from visionforge.errors import PluginLoadError
 from visionforge.registry import CORE_NAMESPACE, REGISTRIES, Registries
+
+if TYPE_CHECKING:
+    from visionforge.interfaces import TrainerView
 
 ENTRY_POINT_GROUP = "visionforge"
 
@@ -151,9 +154,49 @@ def hook() -> Any:
     return LOADER.hook
 
 
+class TrainerHooks:
+    """The trainer hooks, called with their declared signatures (mypy checks each call)."""
+
+    def __init__(self, relay: Any) -> None:
+        self._relay = relay
+
+    def train_start(self, trainer: TrainerView) -> None:
+        self._relay.visionforge_train_start(trainer=trainer)
+
+    def has_train_step_end(self) -> bool:
+        """Whether any plugin implements the per-step hook (the trainer skips it otherwise)."""
+        return bool(self._relay.visionforge_train_step_end.get_hookimpls())
+
+    def train_step_end(self, trainer: TrainerView, step: int, losses: dict[str, float]) -> None:
+        self._relay.visionforge_train_step_end(trainer=trainer, step=step, losses=losses)
+
+    def epoch_end(self, trainer: TrainerView, epoch: int, metrics: dict[str, float]) -> None:
+        self._relay.visionforge_epoch_end(trainer=trainer, epoch=epoch, metrics=metrics)
+
+    def checkpoint_saved(self, trainer: TrainerView, path: str) -> None:
+        self._relay.visionforge_checkpoint_saved(trainer=trainer, path=path)
+
+    def train_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
+        self._relay.visionforge_train_end(trainer=trainer, metrics=metrics)
+
+
+def trainer_hooks() -> TrainerHooks:
+    """The typed trainer hooks, plugins loaded."""
+    return TrainerHooks(hook())
+
+
 def register_plugin(name: str, module: ModuleType | object) -> None:
     """Register a plugin object by hand (e.g. a module in a notebook)."""
     LOADER.register_plugin(name, module)
 
 
-__all__ = ["ENTRY_POINT_GROUP", "LOADER", "PluginInfo", "hook", "plugin_infos", "register_plugin"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "LOADER",
+    "PluginInfo",
+    "TrainerHooks",
+    "hook",
+    "plugin_infos",
+    "register_plugin",
+    "trainer_hooks",
+]

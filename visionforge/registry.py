@@ -40,6 +40,8 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 CORE_NAMESPACE = "core"
+OBJECT_NAMESPACE = "object"
+"""Namespace of recipe blocks that stand for Python objects (``Trainer.from_objects``)."""
 
 
 def resolve_reference(ref: str) -> Any:
@@ -276,6 +278,12 @@ class Registry(Generic[T]):
             options = ", ".join(sorted(e.qualified_name for e in found))
             raise AmbiguousComponentError(
                 f"{self.kind} {name!r} is ambiguous; qualify it with its plugin: {options}"
+            )
+        if name.startswith(f"{OBJECT_NAMESPACE}:"):
+            raise UnknownComponentError(
+                f"{self.kind} {name!r} was a Python object given to Trainer.from_objects, not "
+                "a registered component; rebuild it in Python and load the weights with "
+                "visionforge.engine.load_checkpoint"
             )
         elsewhere = missing_component_hint(self.kind, name.rpartition(":")[2])
         if elsewhere is not None:

@@ -11,10 +11,11 @@ import importlib.util
 import io
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from visionforge import storage
@@ -180,41 +181,90 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def plot_curves(history: Sequence[Row], path: Path) -> Path:
-    """training_curves.png: train loss and lr per logged step, epoch metrics per epoch."""
+def plot_curves(history: Sequence[Row], path: Path, title: str | None = None) -> Path:
+    """training_curves.png against epochs (1 = the end of the first epoch): train loss per
+    logged step with the epoch means, the learning rate, and the epoch metrics."""
     from matplotlib.figure import Figure  # Agg canvas, no pyplot state
+    from matplotlib.ticker import MaxNLocator
 
     steps = [r for r in history if r.get("kind") == "step"]
     epochs = [r for r in history if r.get("kind") == "epoch"]
+    at_epoch = _epoch_position(epochs)
+    axis = "epoch" if at_epoch is not None else "optimizer step"
+    where = at_epoch or (lambda step: float(step))
     metric_keys = sorted(
         {k for r in epochs for k in r if k.startswith(("val/", "train/")) and k != "train/loss"}
     )
     panels = 2 + (1 if metric_keys else 0)
-    fig = Figure(figsize=(5 * panels, 4), layout="tight")
-    axes = fig.subplots(1, panels, squeeze=False)
-    ax_loss, ax_lr = axes[0][0], axes[0][1]
+    fig = Figure(figsize=(5 * panels, 4), layout="constrained")
+    if title:
+        fig.suptitle(title)
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    ax_loss, ax_lr = axes[0], axes[1]
+    step_x = [where(r["step"]) for r in steps]
     if steps:
-        ax_loss.plot([r["step"] for r in steps], [r["train/loss"] for r in steps], label="step")
-        ax_lr.plot([r["step"] for r in steps], [r["lr"] for r in steps])
-    epoch_losses = [(r["step"], r["train/loss"]) for r in epochs if "train/loss" in r]
+        losses = [r.get("train/loss", math.nan) for r in steps]
+        ax_loss.plot(step_x, losses, lw=1, alpha=0.6, label="per logged step")
+        ax_lr.plot(step_x, [r["lr"] for r in steps])
+    epoch_losses = [(where(r["step"]), r["train/loss"]) for r in epochs if "train/loss" in r]
     if epoch_losses:
         ax_loss.plot(*zip(*epoch_losses, strict=True), "o-", label="epoch mean")
-    ax_loss.set(title="train loss", xlabel="optimizer step")
+    val_losses = [(where(r["step"]), r["val/loss"]) for r in epochs if _finite(r.get("val/loss"))]
+    if val_losses:
+        ax_loss.plot(*zip(*val_losses, strict=True), "s--", label="val")
+    ax_loss.set(title="loss", xlabel=axis)
     if steps or epoch_losses:
         ax_loss.legend()
-    ax_lr.set(title="learning rate", xlabel="optimizer step")
+    ax_lr.set(title="learning rate", xlabel=axis)
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     if metric_keys:
-        ax_metrics = axes[0][2]
+        ax_metrics = axes[2]
         for key in metric_keys:
             points = [(r["epoch"], r[key]) for r in epochs if _finite(r.get(key))]
             if points:
-                ax_metrics.plot(*zip(*points, strict=True), "o-", label=key)
+                line = ax_metrics.plot(*zip(*points, strict=True), "o-", label=key)[0]
+                x, y = points[-1]
+                ax_metrics.annotate(
+                    f"{y:.3g}",
+                    (x, y),
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                    color=line.get_color(),
+                    fontsize="small",
+                )
         ax_metrics.set(title="epoch metrics", xlabel="epoch")
+        ax_metrics.margins(x=0.12, y=0.1)
+        ax_metrics.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax_metrics.grid(alpha=0.3)
         ax_metrics.legend(fontsize="small")
+    last = max([*step_x, *(where(r["step"]) for r in epochs)], default=0.0)
+    for ax in (ax_loss, ax_lr):
+        ax.grid(alpha=0.3)
+        if at_epoch is not None:
+            ax.set_xlim(0, max(1.0, last))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     path.parent.mkdir(parents=True, exist_ok=True)
     with storage.atomic_local_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     return path
+
+
+def _epoch_position(epochs: Sequence[Row]) -> Callable[[float], float] | None:
+    """Optimizer step -> epochs trained (fractional), from the epoch rows' (step, epoch)
+    pairs; None before the first epoch ended."""
+    anchors = sorted({(float(r["step"]), float(r["epoch"])) for r in epochs if r["step"] > 0})
+    if not anchors:
+        return None
+    steps = [0.0] + [s for s, _ in anchors]
+    done = [0.0] + [e for _, e in anchors]
+    slope = (done[-1] - done[-2]) / max(steps[-1] - steps[-2], 1.0)
+
+    def position(step: float) -> float:
+        if step >= steps[-1]:  # a stopped run's last steps: continue the last epoch's pace
+            return done[-1] + (step - steps[-1]) * slope
+        return float(np.interp(step, steps, done))
+
+    return position
 
 
 def _finite(value: Any) -> bool:

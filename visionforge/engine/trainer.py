@@ -7,6 +7,7 @@ One optimizer step is ``grad_accum_steps`` micro-batches of ``outputs = model(ba
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import math
@@ -24,7 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from visionforge import plugins, storage
-from visionforge.config import Recipe
+from visionforge.config import Recipe, recipe_from_dict
 from visionforge.engine import distributed
 from visionforge.engine.averaging import accumulate, global_means
 from visionforge.engine.batch import ImagePreparer, move_to_device
@@ -51,6 +52,7 @@ from visionforge.engine.evaluation import (
     eval_loader,
     label_map,
     run_evaluation,
+    share_class_names,
     with_predictions,
 )
 from visionforge.engine.frozen import build_frozen_modules, frozen_input_paths, nested_strings
@@ -69,11 +71,21 @@ from visionforge.engine.optim import build_optimizer, build_scheduler
 from visionforge.engine.output import RunOutput
 from visionforge.engine.signals import StopSignal
 from visionforge.errors import CheckpointError, ConfigError, VisionforgeError
+from visionforge.interfaces import (
+    Dataset,
+    Evaluator,
+    Loss,
+    NamedClasses,
+    StatefulEvaluator,
+)
 from visionforge.lineage import manifest_path, write_manifest
-from visionforge.registry import REGISTRIES
+from visionforge.registry import OBJECT_NAMESPACE, REGISTRIES
 from visionforge.run_folder import LAST, check_new_run_folder
 
 BEST = "best.ckpt"
+SHORT_RUN_STEPS = 1000
+"""Runs of at most this many optimizer steps log every step (unless log_every_steps is set)."""
+DEFAULT_LOG_EVERY_STEPS = 10
 MANIFEST_SUFFIX = ".manifest.json"
 
 
@@ -114,7 +126,9 @@ class Trainer:
         resume: bool | str = False,
         exist_ok: bool = False,
         allow_recipe_change: bool = False,
+        components: Components | None = None,
     ) -> None:
+        given = components or Components()
         self.recipe = recipe
         self.cfg = cfg = recipe.trainer
         self.output: str = cfg.output or "runs/run"
@@ -130,22 +144,24 @@ class Trainer:
         torch.backends.cudnn.benchmark = self.device.type == "cuda" and not cfg.deterministic
         seed_everything(cfg.seed)  # identical initial weights on every rank
 
-        self.train_set = REGISTRIES.datasets.build(recipe.data.train.as_dict(), "data.train")
-        self.val_set = (
-            REGISTRIES.datasets.build(recipe.data.val.as_dict(), "data.val")
-            if recipe.data.val is not None
-            else None
-        )
+        self.train_set: Any = given.train_set
+        if self.train_set is None:
+            self.train_set = REGISTRIES.datasets.build(recipe.data.train.as_dict(), "data.train")
+        self.val_set: Any = given.val_set
+        if self.val_set is None and recipe.data.val is not None:
+            self.val_set = REGISTRIES.datasets.build(recipe.data.val.as_dict(), "data.val")
         self.class_names: list[str] | None = _class_names(self.train_set)
 
-        self.model: nn.Module = build_model(recipe)
+        self.model: nn.Module = given.model if given.model is not None else build_model(recipe)
         if cfg.init_checkpoint is not None:
             init = load_checkpoint(cfg.init_checkpoint)
             load_weights(self.model, init["model"], cfg.init_checkpoint)
         self.model.to(self.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.loss_fn = REGISTRIES.losses.build(recipe.loss.as_dict(), "loss")
+        self.loss_fn: Any = given.loss
+        if self.loss_fn is None:
+            self.loss_fn = REGISTRIES.losses.build(recipe.loss.as_dict(), "loss")
         if isinstance(self.loss_fn, nn.Module):
             self.loss_fn.to(self.device)
         # frozen modules (a teacher) stay outside the model: no checkpoint, EMA, DDP, optimizer
@@ -153,8 +169,10 @@ class Trainer:
             recipe, self.device, autocast_for(self.device, cfg.precision)
         )
         self.loss_fn = self.frozen.feeding(self.loss_fn)
-        self.evaluator = self._build_evaluator()
-        self.train_evaluator = self._build_evaluator() if cfg.train_metrics else None
+        self.evaluator = self._build_evaluator(given.evaluator)
+        self.train_evaluator = (
+            self._build_evaluator(copy.deepcopy(given.evaluator)) if cfg.train_metrics else None
+        )
 
         self._build_data()
         world_batch = cfg.batch_size * self.dist.world_size
@@ -193,9 +211,46 @@ class Trainer:
         if resume:
             self._restore()
 
+    @classmethod
+    def from_objects(
+        cls,
+        model: nn.Module,
+        train_set: Dataset,
+        *,
+        val_set: Dataset | None = None,
+        loss: Loss | None = None,
+        evaluator: Evaluator | None = None,
+        settings: Mapping[str, Any] | None = None,
+        resume: bool | str = False,
+        exist_ok: bool = False,
+    ) -> Trainer:
+        """A trainer of objects you made instead of registered components.
+
+        ``settings`` holds the other recipe blocks as a dict (``name``, ``trainer``,
+        ``optimizer``, ``schedule``, ``data: {loader: ...}``, ``loss`` when ``loss`` is not
+        given: the default is ``cross_entropy``). The stored recipe names each object by its
+        class (``object:package.module.Class``): ``visionforge eval`` cannot rebuild those,
+        so evaluate them in Python (:meth:`validate`) or register the components.
+        """
+        data = json.loads(json.dumps(dict(settings or {})))  # a deep copy, JSON-safe
+        data["model"] = object_block(model)
+        data["data"] = {**data.get("data", {}), "train": object_block(train_set)}
+        if val_set is not None:
+            data["data"]["val"] = object_block(val_set)
+        if loss is not None:
+            data["loss"] = object_block(loss)
+        if evaluator is not None:
+            data["evaluator"] = object_block(evaluator)
+        recipe = recipe_from_dict(data, source="Trainer.from_objects settings", check=False)
+        components = Components(model, train_set, val_set, loss, evaluator)
+        return cls(recipe, resume=resume, exist_ok=exist_ok, components=components)
+
     # ----------------------------------------------------------------- building
-    def _build_evaluator(self) -> Any | None:
-        return build_evaluator(self.recipe, self.train_set)
+    def _build_evaluator(self, given: Evaluator | None) -> Evaluator | None:
+        if given is None:
+            return build_evaluator(self.recipe, self.train_set)
+        share_class_names(self.train_set, given)
+        return given
 
     def _build_data(self) -> None:
         cfg = self.cfg
@@ -219,6 +274,9 @@ class Trainer:
         if cfg.max_steps_per_epoch is not None:
             steps = min(steps, cfg.max_steps_per_epoch)
         self.steps_per_epoch = steps
+        self.log_every_steps = cfg.log_every_steps or (
+            1 if steps * cfg.epochs <= SHORT_RUN_STEPS else DEFAULT_LOG_EVERY_STEPS
+        )
         pin = self.device.type == "cuda" and self.recipe.data.loader.pin_memory
         self.loader = make_loader(
             SeededDataset(self.train_set, cfg.seed),
@@ -326,7 +384,7 @@ class Trainer:
         self._count = int(epoch_sums.get("count", 0))
         self._counts = dict(epoch_sums.get("counts") or dict.fromkeys(self._sums, self._count))
         evaluator_state = ckpt.get("train_evaluator")
-        if self.train_evaluator is not None and evaluator_state is not None:
+        if isinstance(self.train_evaluator, StatefulEvaluator) and evaluator_state is not None:
             self.train_evaluator.load_state_dict(evaluator_state)
         self._best_written = self.best_metric is not None
         rng = ckpt["rng"]
@@ -373,12 +431,8 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train to the end (or until SIGTERM/SIGINT) and return the result."""
         started = time.monotonic()
-        hook = plugins.hook()
-        self._step_hook = (
-            hook.visionforge_train_step_end
-            if hook.visionforge_train_step_end.get_hookimpls()
-            else None
-        )
+        hooks = plugins.trainer_hooks()
+        self._step_hook = hooks.train_step_end if hooks.has_train_step_end() else None
         self.console, self.loggers = self._build_loggers()
         if self.sampler.dropped_per_epoch and self.dist.is_main:
             self.console.message(
@@ -395,7 +449,7 @@ class Trainer:
                             self.run_output.local("recipe.json"), recipe_json.encode()
                         )
                         self.run_output.publish("recipe.json")
-                    hook.visionforge_train_start(trainer=self)
+                    hooks.train_start(self)
                     self.scheduler.step_update(num_updates=self.global_step)
                     if self._rng_to_restore is not None:
                         restore_rng_state(self._rng_to_restore)
@@ -413,7 +467,7 @@ class Trainer:
                 except BaseException as err:
                     self._record_failure(time.monotonic() - started, err)
                     raise
-            hook.visionforge_train_end(trainer=self, metrics=self.metrics)
+            hooks.train_end(self, self.metrics)
         finally:
             for logger in self.loggers:
                 logger.close()
@@ -465,7 +519,7 @@ class Trainer:
                 self._count += 1
             self._optimizer_step()
             self.console.advance()
-            logging_step = self.global_step % cfg.log_every_steps == 0
+            logging_step = self.global_step % self.log_every_steps == 0
             if logging_step:
                 self._log_step(logged_sums, logged_count)
                 logged_sums, logged_count = dict(self._sums), dict(self._counts)
@@ -553,7 +607,8 @@ class Trainer:
         if not row:
             return
         row["lr"] = self.current_lr()
-        self.history.append({"kind": "step", "epoch": self.epoch, "step": self.global_step, **row})
+        step_row = {"kind": "step", "epoch": self.epoch + 1, "step": self.global_step, **row}
+        self.history.append(step_row)  # epoch: the one in progress, counted from 1
         for logger in self.loggers:
             logger.log_step(self.global_step, row)
 
@@ -590,7 +645,7 @@ class Trainer:
             )
             for logger in self.loggers:
                 logger.log_epoch(self.epoch, self.global_step, metrics)
-        plugins.hook().visionforge_epoch_end(trainer=self, epoch=self.epoch, metrics=metrics)
+        plugins.trainer_hooks().epoch_end(self, self.epoch + 1, metrics)
         self.epoch += 1
         self.step_in_epoch = 0
         self._save(LAST, best=improved, epoch_end=True)
@@ -598,8 +653,13 @@ class Trainer:
             self._write_logs()
 
     def validate(self) -> dict[str, float]:
-        """Evaluate the (EMA, when ``ema.evaluate``) model on the validation set."""
-        assert self.val_loader is not None
+        """Evaluate the (EMA, when ``ema.evaluate``) model on the validation set: the
+        evaluator's metrics, else the mean losses. Works before :meth:`fit` too."""
+        if self.val_loader is None:
+            raise ConfigError(
+                "data.val: validate() needs a validation dataset; add a data.val block "
+                "(Trainer.from_objects: val_set=...)"
+            )
         ema_cfg = self.cfg.ema
         model = self.ema.module if self.ema is not None and ema_cfg and ema_cfg.evaluate else None
         return run_evaluation(
@@ -610,7 +670,7 @@ class Trainer:
             loss_fn=self.loss_fn,
             prepare=self.prepare,
             autocast=self.autocast,
-            progress=self.console.enabled,
+            progress=self.dist.is_main and "console" in self.cfg.loggers,
         )
 
     def _update_best(self, metrics: Mapping[str, float]) -> bool:
@@ -663,7 +723,7 @@ class Trainer:
             },
             "train_evaluator": (
                 self.train_evaluator.state_dict()
-                if self.train_evaluator is not None and hasattr(self.train_evaluator, "state_dict")
+                if isinstance(self.train_evaluator, StatefulEvaluator)
                 else None
             ),
         }
@@ -698,7 +758,7 @@ class Trainer:
         """Manifest, upload (checkpoint before manifest) and the checkpoint hook."""
         self._write_checkpoint_manifest(name)
         self.run_output.publish(name, name + MANIFEST_SUFFIX)
-        plugins.hook().visionforge_checkpoint_saved(trainer=self, path=self.run_output.target(name))
+        plugins.trainer_hooks().checkpoint_saved(self, self.run_output.target(name))
 
     def lineage_parents(self) -> list[str]:
         """Artifacts this run came from: ``init_checkpoint``, then every path-like field of
@@ -752,7 +812,7 @@ class Trainer:
             return
         out = self.run_output
         self._write_logs()
-        plot_curves(self.history, out.local("training_curves.png"))
+        plot_curves(self.history, out.local("training_curves.png"), title=self.recipe.name)
         out.publish("training_curves.png")
         extra: dict[str, Any] = {"status": "interrupted" if stopped else "completed"}
         if stopped and self._signal.received is not None:
@@ -836,5 +896,22 @@ def _has_manifest(value: str) -> bool:
 
 
 def _class_names(dataset: Any) -> list[str] | None:
-    names = getattr(dataset, "class_names", None)
-    return [str(n) for n in names] if names is not None else None
+    return [str(n) for n in dataset.class_names] if isinstance(dataset, NamedClasses) else None
+
+
+@dataclass
+class Components:
+    """Objects a user made, used by the :class:`Trainer` instead of building the recipe's
+    blocks (see :meth:`Trainer.from_objects`)."""
+
+    model: nn.Module | None = None
+    train_set: Dataset | None = None
+    val_set: Dataset | None = None
+    loss: Loss | None = None
+    evaluator: Evaluator | None = None
+
+
+def object_block(obj: object) -> dict[str, str]:
+    """The recipe block standing for a Python object: ``{"type": "object:module.Class"}``."""
+    cls = type(obj)
+    return {"type": f"{OBJECT_NAMESPACE}:{cls.__module__}.{cls.__qualname__}"}
