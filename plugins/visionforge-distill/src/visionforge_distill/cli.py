@@ -34,6 +34,16 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     query.add_argument("--json", action="store_true", help="print JSON lines")
     query.set_defaults(func=_run_query)
 
+    cards = commands.add_parser(
+        "make-cards", help="generate card-like images, one folder per class (examples, tests)"
+    )
+    cards.add_argument("out", help="new folder: OUT/card_NNNNN/variant_V.png")
+    cards.add_argument("--classes", type=int, required=True)
+    cards.add_argument("--per-class", type=int, default=1, help="images per class (default 1)")
+    cards.add_argument("--width", type=int, default=64, help="pixels (height = 1.4 x width)")
+    cards.add_argument("--seed", type=int, default=0)
+    cards.set_defaults(func=_run_make_cards)
+
 
 def _run_build(args: argparse.Namespace) -> int:
     from visionforge_distill.reference import build_reference
@@ -66,4 +76,12 @@ def _run_query(args: argparse.Namespace) -> int:
         print(path)
         for rank, m in enumerate(matches, 1):
             print(f"  {rank}. {m.class_name}  {m.score:.4f}  {m.file}")
+    return 0
+
+
+def _run_make_cards(args: argparse.Namespace) -> int:
+    from visionforge_distill.cards import make_cards
+
+    make_cards(args.out, args.classes, per_class=args.per_class, width=args.width, seed=args.seed)
+    print(f"{args.out}: {args.classes} classes x {args.per_class} image(s)")
     return 0
