@@ -27,14 +27,14 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 
 def test_is_an_exporter_of_onnx_artifacts() -> None:
-    exporter = build_hailo(HailoExporterConfig())
+    exporter = build_hailo(HailoExporterConfig(emit_commands=True))
     assert isinstance(exporter, Exporter)
     assert exporter.source_kinds == ("onnx",) and exporter.suffix == ".hef"
 
 
 @pytest.mark.usefixtures("no_dfc")
 def test_without_the_dfc_one_line_says_how_to_get_it(
-    tmp_path: Path, onnx_artifact: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, checkpoint: str, onnx_artifact: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(DfcMissingError) as caught:
@@ -50,6 +50,9 @@ def test_without_the_dfc_one_line_says_how_to_get_it(
     assert code == 2 and out == ""
     assert err.startswith("error: --to hailo needs the Hailo Dataflow Compiler")
     assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    code, out, err = _run(capsys, "export", checkpoint, "--to", "hailo")  # before any ONNX
+    assert code == 2 and err.startswith("error: --to hailo needs the Hailo Dataflow Compiler")
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 

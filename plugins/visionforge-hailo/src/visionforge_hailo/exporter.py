@@ -39,7 +39,10 @@ METADATA_FORMAT = "visionforge.hailo/1"
 
 
 def build_hailo(cfg: HailoExporterConfig) -> HailoExporter:
-    """Registry builder of the ``hailo`` exporter."""
+    """Registry builder of the ``hailo`` exporter; without ``emit_commands`` it checks for the
+    DFC first, so ``visionforge export CKPT --to hailo`` fails before exporting ONNX."""
+    if not cfg.emit_commands:
+        load_dfc(cfg.hw_arch)
     return HailoExporter(cfg)
 
 
