@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from visionforge.components.configs import ImageFolderConfig
 from visionforge.config import ComponentConfig, InputPath
 
 
@@ -19,3 +20,38 @@ class ResNetConfig(ComponentConfig):
     pretrained_path: InputPath | None = Field(
         None, description="local path or URL of a state_dict / checkpoint to start from"
     )
+
+
+class ImageNetFolderConfig(ImageFolderConfig):
+    """``image_folder`` with the ImageNet augmentation spelled out and a choice of decoder."""
+
+    decoder: Literal["reduced", "full"] = Field(
+        "reduced",
+        description=(
+            "reduced: JPEGs decoded by libjpeg-turbo (simplejpeg) at the largest DCT "
+            "reduction that still covers the crop/resize; full: torchvision decode_image of "
+            "every pixel, then transforms v2 (the core image_folder pipeline)"
+        ),
+    )
+    scale: tuple[float, float] = Field(
+        (0.08, 1.0), description="train: RandomResizedCrop area fraction range"
+    )
+    ratio: tuple[float, float] = Field(
+        (3 / 4, 4 / 3), description="train: RandomResizedCrop aspect ratio range"
+    )
+    interpolation: Literal["bilinear", "bicubic"] = Field(
+        "bilinear", description="resize interpolation (antialiased)"
+    )
+    flip_prob: float = Field(0.5, ge=0, le=1, description="train: horizontal flip probability")
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> ImageNetFolderConfig:
+        for name in ("scale", "ratio"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ValueError(f"{name}: need 0 < low <= high, got ({low}, {high})")
+        if self.scale[1] > 1:
+            raise ValueError(
+                f"scale: the upper bound is an area fraction <= 1, got {self.scale[1]}"
+            )
+        return self

@@ -6,17 +6,24 @@ import argparse
 
 from visionforge import hookimpl
 from visionforge.registry import Registries
-from visionforge_resnet.configs import ResNetConfig
+from visionforge_resnet.configs import ImageNetFolderConfig, ResNetConfig
 
 
 @hookimpl
 def visionforge_register(registries: Registries) -> None:
-    """Register the ``resnet`` model (ResNet-18/34/50/101/152 by ``depth``)."""
+    """Register the ``resnet`` model (ResNet-18/34/50/101/152 by ``depth``) and the
+    ``imagenet_folder`` dataset."""
     registries.models.register(
         "resnet",
         config=ResNetConfig,
         builder="visionforge_resnet.models:build_resnet",
         description="timm ResNet by depth (18/34/50/101/152), from scratch",
+    )
+    registries.datasets.register(
+        "imagenet_folder",
+        config=ImageNetFolderConfig,
+        builder="visionforge_resnet.datasets:build_imagenet_folder",
+        description="class-per-folder JPEGs decoded at reduced DCT scale (ImageNet input)",
     )
 
 

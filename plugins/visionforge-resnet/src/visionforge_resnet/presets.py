@@ -75,7 +75,8 @@ def imagenet_recipe(
 
     SGD + Nesterov 0.9, lr 0.1 x batch/256, weight decay 1e-4 off norm and bias, 5 warmup
     epochs then cosine to 1e-5, label smoothing 0.1, mixup 0.2 / cutmix 1.0 (soft targets),
-    drop path, bf16 autocast, channels_last, uint8 batches normalized on the device, top-1/
+    drop path, bf16 autocast, channels_last, JPEGs decoded at reduced DCT scale into uint8
+    batches normalized on the device, top-1/
     top-5 every epoch, a checkpoint every epoch.
     """
     return {
@@ -83,18 +84,20 @@ def imagenet_recipe(
         "model": model_block(arch, num_classes, drop_path_rate),
         "data": {
             "train": {
-                "type": "image_folder",
+                "type": "imagenet_folder",
                 "root": train_root,
                 "image_size": image_size,
                 "augment": "train",
                 "normalize": False,
+                "decoder": "reduced",
             },
             "val": {
-                "type": "image_folder",
+                "type": "imagenet_folder",
                 "root": val_root,
                 "image_size": image_size,
                 "augment": "eval",
                 "normalize": False,
+                "decoder": "reduced",
             },
             "loader": {
                 "num_workers": num_workers,
