@@ -150,7 +150,8 @@ class HailoExporter:
             optimized_har=paths.har("optimized"),
             compiled_har=paths.har("compiled"),
         )
-        all_parents = [*parents, calib_path]
+        # the ONNX source first (lineage follows first parents), then the calibration set
+        all_parents = [source.path, *(p for p in parents if p != source.path), calib_path]
         extra = {
             "hw_arch": cfg.hw_arch,
             "preflight": report.as_dict(),
