@@ -11,7 +11,7 @@ import onnx
 import onnxruntime
 import pytest
 
-from visionforge.export import ExportError
+from visionforge.export import ExportError, ParityError
 from visionforge_hailo.preflight import preflight
 
 Graph = Callable[..., onnx.ModelProto]
@@ -82,3 +82,18 @@ def test_dynamic_spatial_axes_are_refused(tmp_path: Path, graph: Graph) -> None:
     model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "height"
     with pytest.raises(ExportError, match=r"axis 2 is dynamic \(height\)"):
         preflight(_save(model, tmp_path), str(tmp_path / "o.onnx"))
+
+
+def test_a_reexport_that_computes_something_else_fails_parity(tmp_path: Path, graph: Graph) -> None:
+    source = _save(graph(opset=18, ir_version=8), tmp_path)
+
+    def reexport(opset: int) -> onnx.ModelProto:
+        model = graph(opset=opset, ir_version=7)
+        weights = model.graph.initializer[1]
+        fc = onnx.numpy_helper.to_array(weights) * 1.01
+        weights.CopyFrom(onnx.numpy_helper.from_array(fc.astype(np.float32), weights.name))
+        return model
+
+    with pytest.raises(ParityError, match=r"after preflight \(opset 18 -> 13, simplify\)"):
+        preflight(source, str(tmp_path / "o.onnx"), reexport=reexport)
+    assert not (tmp_path / "o.onnx").exists()
