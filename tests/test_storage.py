@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -81,14 +83,47 @@ def test_backend_errors_become_storage_errors(monkeypatch: pytest.MonkeyPatch) -
         storage.open_file("memory://creds/x")
 
 
-def test_permission_denied_names_path(tmp_path: Path) -> None:
-    locked = tmp_path / "locked.txt"
-    locked.write_text("x")
-    locked.chmod(0)
+def read_error_as(uid: int, path: Path) -> str:
+    """The StorageError message of ``storage.read_bytes(path)`` in a forked child running
+    as ``uid`` (root reads any file, so the check needs an unprivileged user)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: drop to uid, try the read, report, exit without cleanup
+        os.close(read_end)
+        message = "read succeeded"
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            storage.read_bytes(path)
+        except StorageError as err:
+            message = str(err)
+        except BaseException as err:
+            message = f"unexpected {type(err).__name__}: {err}"
+        os.write(write_end, message.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        message = reader.read().decode()
+    os.waitpid(pid, 0)
+    return message
+
+
+def test_permission_denied_names_path() -> None:
+    """A file its reader may not open; as root (how CI runs) the read is done by a forked
+    child that switched to the unprivileged user ``nobody``."""
+    folder = Path(tempfile.mkdtemp())  # not under tmp_path: nobody must reach the file
     try:
-        if os.access(locked, os.R_OK):
-            pytest.skip("running as a user who can read any file (root)")
-        with pytest.raises(StorageError, match="locked.txt: permission denied"):
-            storage.read_bytes(locked)
+        folder.chmod(0o755)
+        locked = folder / "locked.txt"
+        locked.write_text("x")
+        locked.chmod(0)
+        if os.geteuid() == 0:
+            message = read_error_as(65534, locked)
+        else:
+            with pytest.raises(StorageError) as caught:
+                storage.read_bytes(locked)
+            message = str(caught.value)
+        assert message.startswith(f"{locked}: permission denied ("), message
     finally:
-        locked.chmod(0o600)
+        shutil.rmtree(folder)

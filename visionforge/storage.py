@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import posixpath
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -115,22 +117,98 @@ def write_bytes_atomic(url: PathLike, data: bytes) -> None:
         fs.pipe_file(path, data)  # a single PUT: object stores never show a partial object
         return
     target = Path(os.fspath(url).removeprefix("file://"))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_local_path(target) as tmp, open(tmp, "wb") as f:
+    with atomic_local_path(target, needed=len(data)) as tmp, open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
 
 
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_FULL_SLACK = 1 << 20  # less free than this after a failed write: the device filled up
+
+
+def free_space(path: PathLike) -> tuple[int, int] | None:
+    """(free, total) bytes of the filesystem holding ``path`` (or its nearest existing
+    parent), or None when it cannot be told."""
+    probe = Path(os.fspath(path)).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        usage = shutil.disk_usage(probe)
+    except OSError:
+        return None
+    return usage.free, usage.total
+
+
+def _size(count: int | None) -> str:
+    if count is None:
+        return "an unknown amount"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.errno is not None:
+        return f"{errno.errorcode.get(err.errno, err.errno)}: {err.strerror}"
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text}".rstrip(": ")
+
+
+def disk_full_error(target: PathLike, needed: int | None, had: int | None, reason: str) -> str:
+    """One line: which file, that its device is full, how much it needed and had."""
+    name = Path(os.fspath(target)).name
+    return (
+        f"{os.fspath(target)}: no space left on device ({reason}): writing it needs about "
+        f"{_size(needed)}, the file system had {_size(had)} free; any earlier {name} is "
+        "intact. Free some space or write elsewhere (e.g. --set trainer.output=...)"
+    )
+
+
 @contextlib.contextmanager
-def atomic_local_path(target: PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it onto ``target`` on success."""
+def write_errors(target: PathLike, *, needed: int | None = None) -> Iterator[None]:
+    """Turn a failed local write of ``target`` into a one-line :class:`StorageError`.
+
+    A full device (ENOSPC/EDQUOT/EFBIG, or a writer such as ``torch.save`` that fails while
+    the file system has no room left) says so, with the bytes ``needed`` and the free space
+    the file system had before; other OS errors name the file and the error. Anything else
+    is re-raised as it is.
+    """
+    before = free_space(target)
+    had = before[0] if before else None
+    if needed is not None and had is not None and needed > had:
+        raise StorageError(disk_full_error(target, needed, had, "checked before writing"))
+    try:
+        yield
+    except StorageError:
+        raise
+    except (OSError, RuntimeError) as err:
+        if isinstance(err, OSError) and err.errno is not None:
+            if err.errno in DISK_FULL_ERRNOS:
+                raise StorageError(disk_full_error(target, needed, had, _reason(err))) from err
+            raise StorageError(f"{os.fspath(target)}: could not write it ({_reason(err)})") from err
+        now = free_space(target)
+        if now is not None and now[0] < _FULL_SLACK:
+            raise StorageError(disk_full_error(target, needed, had, _reason(err))) from err
+        raise
+
+
+@contextlib.contextmanager
+def atomic_local_path(target: PathLike, *, needed: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
+
+    ``needed`` (bytes, when known) is checked against the free space first; a failed write
+    raises a :class:`StorageError` naming ``target`` (:func:`write_errors`) and leaves any
+    earlier ``target`` as it was.
+    """
     final = Path(target)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        yield tmp
-        os.replace(tmp, final)
+        with write_errors(final, needed=needed):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            yield tmp
+            os.replace(tmp, final)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -140,9 +218,13 @@ def put_file(local: PathLike, url: PathLike) -> None:
     """Copy a local file to ``url`` (a plain copy when ``url`` is local)."""
     if not is_remote(url):
         target = os.fspath(url).removeprefix("file://")
-        with atomic_local_path(target) as tmp, open(local, "rb") as src, open(tmp, "wb") as dst:
-            while chunk := src.read(1 << 20):
-                dst.write(chunk)
+        size = os.path.getsize(local)
+        with (
+            atomic_local_path(target, needed=size) as tmp,
+            open(local, "rb") as src,
+            open(tmp, "wb") as dst,
+        ):
+            shutil.copyfileobj(src, dst, 1 << 20)
         return
     fs, path = filesystem(url)
     fs.put_file(os.fspath(local), path)

@@ -48,9 +48,24 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(cuda_states)
 
 
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of every tensor in a nested state (what ``torch.save`` mostly writes)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, Mapping):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
 def save_checkpoint(state: Mapping[str, Any], path: str) -> None:
-    """Write ``state`` to a local ``path`` atomically (temporary file, fsync, rename)."""
-    with storage.atomic_local_path(path) as tmp, open(tmp, "wb") as f:
+    """Write ``state`` to a local ``path`` atomically (temporary file, fsync, rename).
+
+    Its size is checked against the free space first; a full device is a StorageError
+    naming the file, what it needed and had, and the previous checkpoint stays whole."""
+    needed = tensor_bytes(state) + (64 << 10)  # tensors plus the pickle and zip records
+    with storage.atomic_local_path(path, needed=needed) as tmp, open(tmp, "wb") as f:
         torch.save(dict(state), f)
         f.flush()
         os.fsync(f.fileno())

@@ -60,7 +60,8 @@ class RunOutput:
 
     def copy(self, source: str, name: str) -> None:
         """Copy a local staged file to another local name atomically."""
-        with storage.atomic_local_path(self.local(name)) as tmp:
+        size = self.local(source).stat().st_size
+        with storage.atomic_local_path(self.local(name), needed=size) as tmp:
             shutil.copyfile(self.local(source), tmp)
 
     def drop_staged(self, *names: str) -> None:
