@@ -174,7 +174,12 @@ class MixupConfig(BaseModel):
 class LoaderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    num_workers: int = Field(0, ge=0)
+    num_workers: int | None = Field(
+        None,
+        ge=0,
+        description="loader processes; default: the CPUs this process may use divided by the "
+        "processes per machine, at most 8 (0: load in the training process)",
+    )
     pin_memory: bool = False
     persistent_workers: bool = False
     prefetch_factor: int | None = Field(None, ge=1)

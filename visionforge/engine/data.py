@@ -8,6 +8,7 @@ therefore do not depend on the number of loader workers or on where a run was re
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Iterator
 from typing import Any, cast
@@ -157,6 +158,18 @@ class StopSafeLoader(DataLoader[Any]):
             return super().__iter__()
 
 
+MAX_DEFAULT_WORKERS = 8
+
+
+def default_num_workers() -> int:
+    """Loader workers when ``data.loader.num_workers`` is unset: the CPUs this process may
+    use (``os.sched_getaffinity``) shared by the processes on this machine (torchrun's
+    ``LOCAL_WORLD_SIZE``), at most 8."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    per_process = (cpus or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(MAX_DEFAULT_WORKERS, per_process))
+
+
 def make_loader(
     dataset: Any,
     sampler: Sampler[Any],
@@ -167,7 +180,7 @@ def make_loader(
 ) -> DataLoader[Any]:
     """A :class:`StopSafeLoader` with its own generator (iterators never consume the global
     RNG)."""
-    workers = cfg.num_workers
+    workers = cfg.num_workers if cfg.num_workers is not None else default_num_workers()
     extra: dict[str, Any] = {}
     if workers > 0:
         extra["persistent_workers"] = cfg.persistent_workers

@@ -68,7 +68,7 @@ def imagenet_recipe(
     batch_size: int = 128,
     epochs: int = 90,
     image_size: int = 224,
-    num_workers: int = 8,
+    num_workers: int | None = None,
     ema: bool = False,
 ) -> dict[str, Any]:
     """The reference ImageNet recipe as a dict.
@@ -100,9 +100,10 @@ def imagenet_recipe(
                 "decoder": "reduced",
             },
             "loader": {
-                "num_workers": num_workers,
+                # without num_workers: the CPUs this process may use, at most 8
+                **({} if num_workers is None else {"num_workers": num_workers}),
                 "pin_memory": True,
-                "persistent_workers": num_workers > 0,
+                "persistent_workers": num_workers != 0,
             },
             "mixup": {
                 "mixup_alpha": 0.2,
@@ -139,7 +140,7 @@ def imagenet_recipe(
             "keep_epoch_checkpoints": True,
             "ema": {"decay": 0.9998} if ema else None,
             "output": output,
-            "loggers": ["console", "csv", "tensorboard"],
+            "loggers": ["console", "csv"],
         },
         "evaluator": {"type": "topk", "k": [1, 5], "per_class": True},
     }
