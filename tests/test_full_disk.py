@@ -121,3 +121,18 @@ def test_other_os_errors_name_the_file(small_disk: Mount) -> None:
     subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
     with pytest.raises(StorageError, match=r"x\.json: could not write it \(EROFS: Read-only"):
         storage.write_bytes_atomic(disk / "x.json", b"{}")
+
+
+@pytest.mark.slow  # an ONNX export
+def test_export_on_a_full_disk_names_the_output(small_disk: Mount) -> None:
+    from visionforge.components.configs import OnnxExporterConfig
+    from visionforge.export.onnx import build_onnx
+
+    disk = small_disk(100_000)
+    fill(disk, leave=0)
+    out = disk / "model.onnx"
+    with pytest.raises(StorageError, match=rf"^{re.escape(str(out))}: no space left on device"):
+        build_onnx(OnnxExporterConfig()).export(
+            torch.nn.Linear(64, 64), out=str(out), example=torch.randn(1, 64)
+        )
+    assert sorted(p.name for p in disk.iterdir()) == ["filler"]

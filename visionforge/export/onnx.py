@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from visionforge import lineage, storage
 from visionforge.components.configs import OnnxExporterConfig
+from visionforge.errors import StorageError
 from visionforge.export import ExportError, ParityError
 from visionforge.interfaces import Artifact, ExportSource
 
@@ -254,7 +255,10 @@ class OnnxExporter:
                     verbose=False,
                 )
                 assert program is not None  # dynamo=True always returns the program
-                program.save(dest)
+                with storage.write_errors(out):  # a full disk names the output and the space
+                    program.save(dest)
+        except StorageError:
+            raise
         except Exception as err:
             root: BaseException = err
             while root.__cause__ is not None:
