@@ -22,9 +22,16 @@ KNOWN_COMPONENTS: dict[str, tuple[str, ...]] = {
         "yolo2coco",
         "coco2yolo",
     ),
-    "dino": ("detr_r50", "detr_r101", "dino_r50_4scale", "dino_r50_5scale"),
+    "dino": ("detr_r50", "detr_r101", "detr", "dino_r50_4scale", "dino_r50_5scale", "dino"),
     "resnet": ("resnet",),
-    "distill": ("distillation", "class_folders", "retrieval"),
+    "distill": (
+        "distillation",
+        "distill_student",
+        "hf_teacher",
+        "timm_teacher",
+        "class_folders",
+        "retrieval",
+    ),
     "aws": ("sagemaker", "ec2"),
     "hailo": ("hailo",),
 }
