@@ -96,8 +96,13 @@ def test_checkpoint_found_through_lineage_and_identity_checked(tmp_path: Path) -
     loaded = load_artifact(str(onnx_file))
     assert loaded.kind == "onnx" and loaded.manifest["id"] == manifest["id"]
     assert checkpoint_in_lineage(loaded) == ckpt
+    Path(ckpt).write_bytes(b"other weights")  # the file changed under its manifest
+    with pytest.raises(StorageError, match=r"not the recorded parent: .*best\.ckpt changed"):
+        checkpoint_in_lineage(loaded)
+    Path(ckpt).write_bytes(b"weights")
+    assert checkpoint_in_lineage(loaded) == ckpt
     lineage.write_manifest(ckpt, "checkpoint")  # another checkpoint now lives there
-    with pytest.raises(StorageError, match="no longer the recorded one"):
+    with pytest.raises(StorageError, match="not the recorded parent"):
         checkpoint_in_lineage(loaded)
     assert checkpoint_in_lineage(Artifact(path="x.onnx", kind="onnx")) is None
 
@@ -121,8 +126,7 @@ def test_run_chain_links_lineage(tmp_path: Path, packer: None) -> None:
     )
     chain = lineage.lineage_chain(pack.path)
     assert [c["kind"] for c in chain] == ["pack", "onnx", "checkpoint"]
-    assert chain[0]["parents"] == [{"path": onnx_art.path, "id": onnx_art.manifest["id"]}]
-    assert json.loads(Path(onnx_art.path + ".manifest.json").read_text())["parents"][0] == {
-        "path": ckpt,
-        "id": lineage.read_manifest(ckpt)["id"],
-    }
+    ref = chain[0]["parents"][0]
+    assert (ref["path"], ref["id"]) == (onnx_art.path, onnx_art.manifest["id"])
+    ref = json.loads(Path(onnx_art.path + ".manifest.json").read_text())["parents"][0]
+    assert (ref["path"], ref["id"]) == (ckpt, lineage.read_manifest(ckpt)["id"])

@@ -82,9 +82,9 @@ def load_artifact(path: str) -> Artifact:
 def checkpoint_in_lineage(artifact: Artifact) -> str | None:
     """The checkpoint ``artifact`` descends from (first parents, e.g. ONNX -> checkpoint).
 
-    Each parent must still be the file that was recorded: a parent whose manifest id differs
-    from the recorded one is reported, never silently followed. None when the chain holds no
-    checkpoint or a parent has no manifest.
+    Each parent is resolved by id and sha256 (:func:`visionforge.lineage.resolve_parent`): one
+    that is no longer the recorded file is reported, never silently followed. None when the
+    chain holds no checkpoint or a parent has no manifest.
     """
     manifest = artifact.manifest
     seen: set[str] = set()
@@ -94,14 +94,15 @@ def checkpoint_in_lineage(artifact: Artifact) -> str | None:
             return None
         ref = parents[0]
         path = str(ref.get("path"))
-        if path in seen or not storage.exists(lineage.manifest_path(path)):
+        if path in seen:
             return None
         seen.add(path)
-        parent = lineage.read_manifest(path)
-        if ref.get("id") is not None and parent.get("id") != ref.get("id"):
+        parent, problem = lineage.resolve_parent(ref)
+        if parent is None:
+            return None
+        if problem:
             raise StorageError(
-                f"{manifest.get('path', artifact.path)}: its parent {path} is no longer the "
-                f"recorded one (manifest id {parent.get('id')} != {ref.get('id')}); re-export "
+                f"{manifest.get('path', artifact.path)}: parent {path}: {problem}; re-export "
                 "from the current checkpoint or pass the inputs explicitly"
             )
         if parent.get("kind") == "checkpoint":
