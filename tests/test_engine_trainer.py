@@ -10,8 +10,6 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_engine_support import (
-    TinyNet,
-    TinyNetConfig,
     single_thread,  # noqa: F401 (autouse fixture)
     tiny_recipe,
 )
@@ -207,8 +205,14 @@ def test_mixed_precision_on_cpu(tmp_path: Path, precision: str) -> None:
         tmp_path / "run",
         trainer={"epochs": 1, "precision": precision, "clip_grad_norm": 1.0, "channels_last": True},
     )
-    result = Trainer(recipe).fit()
+    trainer = Trainer(recipe)
+    seen: set[torch.dtype] = set()  # the classifier head's output dtype in training steps
+    head = trainer.model.net[-1]
+    head.register_forward_hook(lambda module, args, out: seen.add(out.dtype))
+    result = trainer.fit()
     assert torch.isfinite(torch.tensor(result.metrics["train/loss"]))
+    assert seen == {torch.bfloat16 if precision == "bf16" else torch.float16}  # autocast ran
+    assert head.weight.dtype == torch.float32  # the weights themselves stay fp32
     scaler = load_checkpoint(result.last_checkpoint)["scaler"]
     assert ("scale" in scaler) == (precision == "fp16")
 
@@ -264,7 +268,7 @@ def test_dataset_smaller_than_a_batch_is_a_clear_error(tmp_path: Path) -> None:
         Trainer(recipe)
 
 
-def test_init_checkpoint_from_another_model_names_keys(tmp_path: Path) -> None:
+def test_init_checkpoint_loads_its_weights_and_another_model_names_keys(tmp_path: Path) -> None:
     first = Trainer(tiny_recipe(tmp_path / "a", trainer={"epochs": 1})).fit()
     wider = tiny_recipe(
         tmp_path / "b",
@@ -273,8 +277,12 @@ def test_init_checkpoint_from_another_model_names_keys(tmp_path: Path) -> None:
     )
     with pytest.raises(visionforge.VisionforgeError, match=r"missing keys: net\.4\.bias"):
         Trainer(wider)
-    model = TinyNet(TinyNetConfig())
-    assert set(model.state_dict()) == set(load_checkpoint(first.last_checkpoint)["model"])
+    trained = load_checkpoint(first.last_checkpoint)["model"]
+    started = tiny_recipe(tmp_path / "c", trainer={"init_checkpoint": first.last_checkpoint})
+    own = Trainer(started).model.state_dict()
+    assert all(torch.equal(own[key], value) for key, value in trained.items())
+    fresh = Trainer(tiny_recipe(tmp_path / "d")).model.state_dict()  # the seeded initial weights
+    assert not all(torch.equal(fresh[key], value) for key, value in trained.items())
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
