@@ -97,3 +97,15 @@ def test_draw_is_reproducible_distinct_and_in_range(length: int, size: int, seed
     assert drawn == calib.draw_indices(length, size, seed)
     assert len(drawn) == min(length, size) == len(set(drawn))
     assert all(0 <= i < length for i in drawn) and drawn == sorted(drawn)
+
+
+def test_missing_calibration_data_says_what_to_do(tmp_path: Path, recipe: Recipe) -> None:
+    block, origin = calib.recipe_block(recipe)
+    block["root"] = str(tmp_path / "container" / "val")  # e.g. a path inside a training job
+    source = calib.eval_source(block, origin, recipe, fold=True)
+    with pytest.raises(
+        ConfigError, match=r"calibration data \(data\.val\): .*container/val.*--calibration DATA"
+    ):
+        calib.write_calibration(
+            source, str(tmp_path / "c.npy"), size=2, seed=0, input_hwc=(16, 16, 3)
+        )

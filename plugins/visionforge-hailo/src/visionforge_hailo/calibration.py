@@ -19,7 +19,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from visionforge import lineage, storage
-from visionforge.errors import ConfigError
+from visionforge.errors import ConfigError, VisionforgeError
 from visionforge.interfaces import NamedClasses
 from visionforge.registry import REGISTRIES
 
@@ -141,7 +141,13 @@ def write_calibration(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Draw, transform and store the calibration set at ``out`` (``.npy``) with its manifest;
     return the (memory-mapped) array and the manifest."""
-    dataset = REGISTRIES.datasets.build(source.block, source.origin)
+    try:
+        dataset = REGISTRIES.datasets.build(source.block, source.origin)
+    except VisionforgeError as err:
+        raise ConfigError(
+            f"calibration data ({source.origin}): {err}; point it at data on this machine "
+            f"(--set {source.origin}.root=...) or pass --calibration DATA"
+        ) from None
     indices = draw_indices(len(dataset), size, seed)
     if not indices:
         raise ConfigError(f"{source.origin}: the calibration dataset is empty")
