@@ -106,17 +106,17 @@ def test_register_plugin_object_by_hand() -> None:
 
 
 def test_import_list_and_validate_never_import_torch(tmp_path: Path) -> None:
-    """Installed plugins included: their entry modules must stay torch-free."""
+    """Installed plugins included: their entry modules must stay torch-free. (How long the
+    import takes is measured by benchmarks/import_time.py, not here.)"""
     recipe = Path(__file__).parents[1] / "examples" / "quickstart" / "recipe.yaml"
     script = textwrap.dedent(
         f"""
-        import sys, time
-        t = time.perf_counter()
+        import sys
         import visionforge
-        elapsed = time.perf_counter() - t
         assert "torch" not in sys.modules, "import visionforge imported torch"
         from visionforge.plugins import plugin_infos
         infos = plugin_infos()
+        assert "coco" in {{i.name for i in infos}}, "the installed plugins were not loaded"
         broken = [i.name for i in infos if i.error]
         assert not broken, broken
         for registry in visionforge.REGISTRIES.all().values():
@@ -125,7 +125,6 @@ def test_import_list_and_validate_never_import_torch(tmp_path: Path) -> None:
         heavy = {{"torch", "torchvision", "timm"}}
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in heavy)
         assert not heavy, heavy[:5]
-        print(elapsed)
         """
     )
     out = subprocess.run(
