@@ -1,4 +1,4 @@
-"""``visionforge resnet ...`` commands: prepare, make-tiny, recipe, presets, curve."""
+"""``visionforge resnet ...`` commands: prepare, make-tiny, recipe, presets, curve, loader-bench."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     _add_recipe(commands)
     _add_presets(commands)
     _add_curve(commands)
+    _add_loader_bench(commands)
 
 
 def _add_prepare(commands: argparse._SubParsersAction) -> None:
@@ -214,4 +215,41 @@ def _run_curve(args: argparse.Namespace) -> int:
     report = compare_with_reference(args.run, png=args.png)
     print(report.table())
     print(f"plot: {report.png}")
+    return 0
+
+
+def _add_loader_bench(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "loader-bench",
+        help="images/s of a recipe's training input pipeline, with and without the model",
+        description=(
+            "Measure the recipe's own training loader (dataset, decoder, workers, collate, "
+            "device normalization), the training step alone and both together, so you see "
+            "whether the accelerator will wait for data before a long run."
+        ),
+    )
+    p.add_argument("recipe", help="recipe file (YAML/JSON)")
+    p.add_argument("--batches", type=int, default=50, help="timed batches per measurement")
+    p.add_argument("--warmup", type=int, default=5, help="untimed batches first")
+    p.add_argument("--no-model", action="store_true", help="measure the data pipeline only")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe field, e.g. --set data.loader.num_workers=4",
+    )
+    p.set_defaults(func=_run_loader_bench)
+
+
+def _run_loader_bench(args: argparse.Namespace) -> int:
+    from visionforge.config import load_recipe
+    from visionforge_resnet.loader_bench import loader_bench
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    result = loader_bench(
+        recipe, batches=args.batches, warmup=args.warmup, with_model=not args.no_model
+    )
+    print(result.table())
     return 0

@@ -29,7 +29,7 @@ def visionforge_register(registries: Registries) -> None:
 
 @hookimpl
 def visionforge_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``visionforge resnet prepare|make-tiny|recipe|presets|curve``."""
+    """Add ``visionforge resnet prepare|make-tiny|recipe|presets|curve|loader-bench``."""
     from visionforge_resnet.cli import add_commands
 
     add_commands(subparsers)

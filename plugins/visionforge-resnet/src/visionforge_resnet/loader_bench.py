@@ -1,0 +1,175 @@
+"""``visionforge resnet loader-bench``: does the recipe's data pipeline keep the model fed?
+
+Three numbers, images/s, on this machine: the recipe's own training loader (dataset,
+workers, seeded sampler and collate exactly as the Trainer builds them, batches normalized
+on the device), the model's training step alone on repeated in-memory batches (forward,
+loss, backward, optimizer step in the recipe's precision and memory format), and both
+together. When the loader is slower than the step, the accelerator waits for data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from visionforge.config import Recipe
+from visionforge.engine.batch import ImagePreparer, move_to_device
+from visionforge.engine.data import (
+    ResumableSampler,
+    SeededDataset,
+    default_num_workers,
+    make_loader,
+)
+from visionforge.engine.evaluation import autocast_for
+from visionforge.errors import ConfigError
+from visionforge.registry import REGISTRIES
+
+
+@dataclass(frozen=True)
+class LoaderBenchResult:
+    """Images/s of the loader alone, the training step alone and both together."""
+
+    device: str
+    batch_size: int
+    workers: int
+    batches: int
+    loader: float
+    model: float | None
+    together: float | None
+
+    def table(self) -> str:
+        lines = [
+            f"device {self.device}, batch {self.batch_size}, {self.workers} loader workers, "
+            f"{self.batches} timed batches",
+            f"  {'data pipeline alone':28} {self.loader:10.1f} images/s",
+        ]
+        if self.model is not None and self.together is not None:
+            lines += [
+                f"  {'training step alone':28} {self.model:10.1f} images/s",
+                f"  {'data + training step':28} {self.together:10.1f} images/s",
+            ]
+            if self.loader < self.model:
+                lines.append(
+                    f"the model waits for data: the pipeline feeds {self.loader / self.model:.0%}"
+                    " of what the step consumes (more workers, decoder: reduced, or fewer "
+                    "large JPEGs)"
+                )
+            else:
+                lines.append("the pipeline keeps up with the training step")
+        return "\n".join(lines)
+
+
+def _device(recipe: Recipe) -> torch.device:
+    name = recipe.trainer.device
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("trainer.device: 'cuda' requested but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _batches(recipe: Recipe, device: torch.device) -> Generator[dict[str, Any], None, None]:
+    """Batches of the recipe's training loader, on ``device``, images prepared there."""
+    cfg = recipe.trainer
+    dataset = REGISTRIES.datasets.build(recipe.data.train.as_dict(), "data.train")
+    sampler = ResumableSampler(len(dataset), cfg.batch_size, seed=cfg.seed)
+    prepare = ImagePreparer(recipe.data.normalize_on_device, cfg.channels_last)
+    pin = device.type == "cuda" and recipe.data.loader.pin_memory
+    loader = make_loader(
+        SeededDataset(dataset, cfg.seed), sampler, cfg.batch_size, recipe.data.loader, cfg.seed, pin
+    )
+    epoch = 0
+    while True:
+        sampler.set_position(epoch)
+        for batch in loader:
+            yield dict(prepare(move_to_device(batch, device, non_blocking=pin)))
+        epoch += 1
+
+
+def _rate(steps: Iterator[int], count: int, warmup: int, device: torch.device, desc: str) -> float:
+    """Images/s over ``count`` items of ``steps`` (each yields its batch size) after
+    ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        next(steps)
+    _sync(device)
+    images = 0
+    start = time.perf_counter()
+    for _ in tqdm(range(count), desc=desc, unit="batch", leave=False):
+        images += next(steps)
+    _sync(device)
+    return images / (time.perf_counter() - start)
+
+
+def _train_steps(
+    recipe: Recipe, device: torch.device, batches: Iterator[dict[str, Any]]
+) -> Iterator[int]:
+    """One optimizer step per batch of ``batches``; yields the batch size."""
+    model = REGISTRIES.models.build(recipe.model.as_dict(), "model").to(device)
+    if recipe.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    loss_fn = REGISTRIES.losses.build(recipe.loss.as_dict(), "loss")
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    autocast = autocast_for(device, recipe.trainer.precision)
+    for batch in batches:
+        with autocast():
+            loss = loss_fn(model(batch), batch)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        yield int(batch["label"].shape[0])
+
+
+def _repeat(batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    while True:
+        yield batch
+
+
+def loader_bench(
+    recipe: Recipe, *, batches: int = 50, warmup: int = 5, with_model: bool = True
+) -> LoaderBenchResult:
+    """Measure the recipe's training input pipeline, and the model step with and without it."""
+    if batches < 1 or warmup < 0:
+        raise ConfigError("loader-bench: need --batches >= 1 and --warmup >= 0")
+    device = _device(recipe)
+    data = _batches(recipe, device)
+    try:
+        sizes = (int(b["label"].shape[0]) for b in data)
+        loader_rate = _rate(sizes, batches, warmup, device, "data pipeline")
+        fixed = next(data)
+    finally:
+        data.close()  # shuts the loader's workers down
+    model_rate = together = None
+    if with_model:
+        model_rate = _rate(
+            _train_steps(recipe, device, _repeat(fixed)), batches, warmup, device, "train step"
+        )
+        data = _batches(recipe, device)
+        try:
+            steps = _train_steps(recipe, device, data)
+            together = _rate(steps, batches, warmup, device, "data + step")
+        finally:
+            data.close()
+    return LoaderBenchResult(
+        device=str(device),
+        batch_size=recipe.trainer.batch_size,
+        workers=(
+            default_num_workers()
+            if recipe.data.loader.num_workers is None
+            else recipe.data.loader.num_workers
+        ),
+        batches=batches,
+        loader=loader_rate,
+        model=model_rate,
+        together=together,
+    )
