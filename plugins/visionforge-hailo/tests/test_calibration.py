@@ -109,3 +109,20 @@ def test_missing_calibration_data_says_what_to_do(tmp_path: Path, recipe: Recipe
         calib.write_calibration(
             source, str(tmp_path / "c.npy"), size=2, seed=0, input_hwc=(16, 16, 3)
         )
+
+
+def test_normalize_on_device_recipes_use_the_recipe_mean_and_std(
+    tmp_path: Path, recipe: Recipe
+) -> None:
+    recipe.data.normalize_on_device = ([0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
+    block, origin = calib.recipe_block(recipe)
+    source = calib.eval_source(block, origin, recipe, fold=False)
+    assert source.normalization == calib.Normalization([0.5] * 3, [0.25] * 3)
+    array, manifest = calib.write_calibration(
+        source, str(tmp_path / "c.npy"), size=2, seed=0, input_hwc=(16, 16, 3)
+    )
+    transform = classification_transforms(16, "eval", normalize=False)
+    for row, index in enumerate(manifest["indices"]):
+        pixels = transform(tv_tensors.Image(decode_image(str(_images(recipe)[index]))))
+        want = (pixels.permute(1, 2, 0).float().numpy() / 255 - 0.5) / 0.25
+        np.testing.assert_allclose(array[row], want, atol=1e-6)
