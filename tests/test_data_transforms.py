@@ -17,10 +17,37 @@ def image() -> tv_tensors.Image:
     return tv_tensors.Image(torch.randint(0, 256, (3, 48, 64), dtype=torch.uint8, generator=g))
 
 
+def horizontal_ramp(width: int = 256, height: int = 96) -> tv_tensors.Image:
+    """Pixel value = column index: crops narrow the value range, a flip reverses it."""
+    ramp = torch.arange(width, dtype=torch.uint8).expand(3, height, width).clone()
+    return tv_tensors.Image(ramp)
+
+
 def test_train_preset_crops_flips_and_normalizes(image: tv_tensors.Image) -> None:
     out = classification_transforms(32, "train")(image)
     assert isinstance(out, tv_tensors.Image)
     assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+
+    # normalize: a flat colour stays flat through crop/flip and ends as (c/255 - mean) / std
+    colour = torch.tensor([200, 100, 30], dtype=torch.uint8)
+    flat = tv_tensors.Image(colour[:, None, None].expand(3, 48, 64).clone())
+    normalized = classification_transforms(32, "train")(flat)
+    expected = (colour.float() / 255 - torch.tensor(MEAN)) / torch.tensor(STD)
+    torch.testing.assert_close(normalized, expected[:, None, None].expand(3, 32, 32))
+
+    # crop and flip: on a ramp every output row is monotonic, rising unless flipped, and
+    # spans only the cropped part of the 0..255 range
+    transform = classification_transforms(32, "train", normalize=False)
+    flips, spans = 0, []
+    for seed in range(40):
+        torch.manual_seed(seed)
+        row = transform(horizontal_ramp())[0, 0].int()
+        rising = bool((row.diff() >= 0).all())
+        assert rising or bool((row.diff() <= 0).all()), f"seed {seed}: not a crop of the ramp"
+        flips += not rising
+        spans.append(int(row.max() - row.min()))
+    assert 5 <= flips <= 35  # RandomHorizontalFlip(p=0.5) over 40 draws
+    assert min(spans) < 128 and len(set(spans)) > 10  # random crops of random widths
 
 
 def test_eval_preset_resizes_by_the_ratio_then_center_crops(image: tv_tensors.Image) -> None:
