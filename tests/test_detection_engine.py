@@ -19,7 +19,14 @@ from visionforge.config import ComponentConfig, recipe_from_dict
 from visionforge.engine import Trainer
 from visionforge.engine.averaging import accumulate, global_means
 from visionforge.engine.batch import ImagePreparer
-from visionforge.engine.evaluation import eval_loader, label_map, run_evaluation
+from visionforge.engine.evaluation import (
+    eval_loader,
+    label_map,
+    model_label_map,
+    run_evaluation,
+    to_model_labels,
+)
+from visionforge.errors import ConfigError
 from visionforge.registry import REGISTRIES
 
 
@@ -79,6 +86,7 @@ class OracleDetector(nn.Module):
 
 
 def test_predictions_are_mapped_into_the_dataset_label_space() -> None:
+    register()
     dataset = REGISTRIES.datasets.build(
         {"type": "synthetic_shapes", "num_images": 6, "shape_size": 40, "num_classes": 3}
     )
@@ -168,3 +176,26 @@ def test_trainer_averages_a_loss_key_over_the_steps_that_had_it(tmp_path: Path) 
     assert result.metrics["train/aux"] == pytest.approx(sum(range(2, steps + 1, 2)) / (steps // 2))
     logged = [row["train/aux"] for row in trainer.history if row["kind"] == "step"]
     assert logged == [2.0, 4.0, 6.0]  # one aux step per logging window of 2 steps
+
+
+def test_targets_are_mapped_into_a_coco_id_model_label_space() -> None:
+    register()
+    dataset = REGISTRIES.datasets.build(
+        {"type": "synthetic_shapes", "num_images": 2, "shape_size": 32}
+    )
+    model = REGISTRIES.models.build(
+        {"type": "tiny_detector", "num_classes": 5, "category_ids": [0, 1, 2, 3, 4]}
+    )
+    mapping = model_label_map(model, dataset)
+    assert mapping is not None and mapping.tolist() == [1, 2, 3]  # dataset label c -> slot c+1
+    batch = dataset.collate_fn([dataset[0], dataset[1]])
+    mapped = to_model_labels(batch, mapping)
+    for before, after in zip(batch["target"], mapped["target"], strict=True):
+        assert after["labels"].tolist() == [label + 1 for label in before["labels"].tolist()]
+    narrow = REGISTRIES.models.build(
+        {"type": "tiny_detector", "num_classes": 2, "category_ids": [1, 2]}
+    )
+    with pytest.raises(ConfigError, match=r"no class for the dataset's category ids \[3\]"):
+        model_label_map(narrow, dataset)
+    plain = REGISTRIES.models.build({"type": "tiny_detector"})
+    assert model_label_map(plain, dataset) is None and label_map(plain, dataset) is None

@@ -63,6 +63,34 @@ def category_ids_of(dataset: Any) -> list[int] | None:
     return [int(c) for c in dataset.category_ids] if isinstance(dataset, CategoryMapped) else None
 
 
+def model_label_map(model: Any, dataset: Any) -> torch.Tensor | None:
+    """Dataset label -> model label, when both are :class:`CategoryMapped` with different
+    ``category_ids`` (training official COCO-id weights on a dataset numbering its classes
+    0..K-1): the loss then compares like with like. None when the spaces agree."""
+    if label_map(model, dataset) is None:
+        return None
+    slot = {category: i for i, category in enumerate(model.category_ids)}
+    missing = [c for c in dataset.category_ids if c not in slot]
+    if missing:
+        raise ConfigError(
+            f"model.category_ids: the model has no class for the dataset's category ids "
+            f"{missing[:5]}{' ...' if len(missing) > 5 else ''}; set model.num_classes to the "
+            f"dataset's {len(dataset.category_ids)} classes (the class head is re-initialized) "
+            "or give category_ids that include them"
+        )
+    return torch.tensor([slot[c] for c in dataset.category_ids])
+
+
+def to_model_labels(batch: Mapping[str, Any], mapping: torch.Tensor | None) -> Mapping[str, Any]:
+    """``batch`` with each target's ``labels`` mapped by :func:`model_label_map`."""
+    if mapping is None or "target" not in batch:
+        return batch
+    targets = [
+        {**t, "labels": mapping.to(t["labels"].device)[t["labels"]]} for t in batch["target"]
+    ]
+    return {**batch, "target": targets}
+
+
 def to_dataset_labels(prediction: dict[str, Any], mapping: torch.Tensor) -> dict[str, Any]:
     """One image's detections with labels mapped by :func:`label_map`; detections of
     categories the dataset does not have are dropped (its ground truth cannot match them)."""
@@ -126,7 +154,8 @@ def run_evaluation(
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     dataset = loader.dataset
-    mapping = label_map(model, dataset.dataset if isinstance(dataset, SeededDataset) else dataset)
+    data = dataset.dataset if isinstance(dataset, SeededDataset) else dataset
+    mapping, targets_map = label_map(model, data), model_label_map(model, data)
     try:
         for raw in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
             batch = prepare(move_to_device(raw, device, non_blocking=True))
@@ -135,7 +164,7 @@ def run_evaluation(
             if evaluator is not None:
                 evaluator.update(with_predictions(model, outputs, batch, mapping), batch)
                 continue
-            accumulate(sums, counts, loss_fn(outputs, batch))
+            accumulate(sums, counts, loss_fn(outputs, to_model_labels(batch, targets_map)))
     finally:
         model.train(was_training)
     if evaluator is not None:

@@ -51,8 +51,10 @@ from visionforge.engine.evaluation import (
     category_ids_of,
     eval_loader,
     label_map,
+    model_label_map,
     run_evaluation,
     share_class_names,
+    to_model_labels,
     with_predictions,
 )
 from visionforge.engine.frozen import build_frozen_modules, frozen_input_paths, nested_strings
@@ -545,10 +547,13 @@ class Trainer:
         sync = last or not self.dist.enabled
         no_sync = getattr(self.train_model, "no_sync", None)
         context = contextlib.nullcontext() if sync or no_sync is None else no_sync()
+        # targets in the model's label space (official COCO-id heads); the evaluator keeps
+        # the dataset's, as it gets predictions mapped back
+        model_batch = to_model_labels(batch, model_label_map(self.model, self.train_set))
         with context:
             with self.autocast():
-                outputs = self.train_model(batch)
-                losses = self.loss_fn(outputs, batch)
+                outputs = self.train_model(model_batch)
+                losses = self.loss_fn(outputs, model_batch)
             if "loss" not in losses:
                 raise ConfigError(
                     f"loss: {self.recipe.loss.type!r} returned {sorted(losses)}; "

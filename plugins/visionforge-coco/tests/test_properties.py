@@ -45,8 +45,7 @@ coordinate = st.floats(0.0, 1.0, allow_nan=False)
 @given(st.integers(0, 9), coordinate, coordinate, st.floats(1e-6, 1.0), st.floats(1e-6, 1.0))
 def test_box_row_round_trip(cls: int, cx: float, cy: float, w: float, h: float) -> None:
     w, h = min(w, 2 * cx, 2 * (1 - cx)), min(h, 2 * cy, 2 * (1 - cy))
-    if w <= 1e-9 or h <= 1e-9:
-        return
+    assume(w > 1e-9 and h > 1e-9)  # a box inside the image: hypothesis draws another
     parsed = parse_label_text(format_row(cls, [cx, cy, w, h]) + "\n", "x.txt", 10)
     assert not parsed.problems
     (row,) = parsed.rows
