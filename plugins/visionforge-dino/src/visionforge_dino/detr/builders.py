@@ -36,9 +36,9 @@ def build_detr(cfg: DetrModelConfig) -> DETR:
     position = SinePositionEncoding(
         cfg.hidden_dim // 2, temperature=cfg.position_temperature, normalize=True
     )
-    class_names = cfg.class_names
-    if cfg.category_ids is None and class_names is None and cfg.num_classes == COCO_ID_CLASSES:
-        class_names = coco_id_class_names()
+    class_names, category_ids = cfg.class_names, cfg.category_ids
+    if category_ids is None and class_names is None and cfg.num_classes == COCO_ID_CLASSES:
+        class_names, category_ids = coco_id_class_names(), list(range(COCO_ID_CLASSES))
     model = DETR(
         backbone,
         position,
@@ -46,7 +46,7 @@ def build_detr(cfg: DetrModelConfig) -> DETR:
         num_classes=cfg.num_classes,
         num_queries=cfg.num_queries,
         aux_loss=cfg.aux_loss,
-        category_ids=cfg.category_ids,
+        category_ids=category_ids,
         class_names=class_names,
     )
     model.weights_report = None if cfg.weights is None else load_detr_weights(model, cfg.weights)

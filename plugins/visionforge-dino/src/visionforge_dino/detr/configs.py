@@ -39,8 +39,8 @@ class DetrModelConfig(ComponentConfig):
     position_temperature: float = Field(10000.0, gt=0)
     category_ids: list[int] | None = Field(
         None,
-        description="category id of each class index (None: 0..num_classes-1; with 91 "
-        "classes the COCO ids and names)",
+        description="category id of each class index, when they differ from the dataset's "
+        "labels (None: labels are the dataset's; with num_classes 91, COCO's ids 0..90)",
     )
     class_names: list[str] | None = Field(None, description="name of each class index")
 

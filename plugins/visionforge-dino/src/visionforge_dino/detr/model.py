@@ -80,7 +80,9 @@ class DETR(nn.Module):
     ``pred_boxes`` ``[B,Q,4]`` (cx, cy, w, h relative to the unpadded image) and, with
     ``aux_loss``, ``aux_outputs`` (the same for each earlier decoder layer).
 
-    ``category_ids[i]`` / ``class_names[i]`` describe class index ``i``.
+    ``class_names[i]`` names class index ``i``. With ``category_ids`` (the official COCO
+    weights: index ``i`` is COCO category ``i``) the model is ``CategoryMapped`` and
+    evaluation maps its labels into the dataset's; without, its labels are the dataset's.
     """
 
     def __init__(
@@ -109,12 +111,11 @@ class DETR(nn.Module):
         self.aux_loss = aux_loss
         self.weights_report: WeightsReport | None = None
         """What loading ``weights`` kept (set by the builder)."""
-        self.category_ids = (
-            list(category_ids) if category_ids is not None else list(range(num_classes))
-        )
         self.class_names = (
-            list(class_names) if class_names is not None else [str(c) for c in self.category_ids]
+            list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         )
+        if category_ids is not None:  # a CategoryMapped model: evaluation maps through them
+            self.category_ids = list(category_ids)
 
     def predict_raw(
         self, images: torch.Tensor, mask: torch.Tensor
