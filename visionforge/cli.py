@@ -164,15 +164,54 @@ def default_export_path(recipe: Recipe, checkpoint: str | None, suffix: str) -> 
 # ----------------------------------------------------------------------------- commands
 
 
+def _run_options(runner: Any, args: argparse.Namespace) -> dict[str, bool]:
+    """``--exist-ok`` / ``--allow-recipe-change`` for runners whose ``submit`` takes them."""
+    import inspect
+
+    asked = {
+        "exist_ok": ("--exist-ok", args.exist_ok),
+        "allow_recipe_change": ("--allow-recipe-change", args.allow_recipe_change),
+    }
+    accepted = inspect.signature(runner.submit).parameters
+    for name, (flag, value) in asked.items():
+        if value and name not in accepted:
+            raise ConfigError(f"{flag}: the {type(runner).__name__} runner does not support it")
+    return {name: True for name, (_, value) in asked.items() if value}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a recipe with its runner and print the final metrics."""
+    """Train a recipe with its runner into a new run folder (or resume one); print metrics.
+
+    SIGTERM/SIGINT from here on end in a checkpoint, status ``stopped`` and exit code 0."""
+    from visionforge.engine.signals import StopSignal
+
+    with StopSignal(restore=False):
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     from visionforge import lineage
+    from visionforge.run_folder import new_run_folder, resume_target
     from visionforge.runners import RunFailedError
 
     recipe = load_recipe(args.recipe, args.overrides)
     runner = REGISTRIES.runners.build(recipe.runner.as_dict(), "runner")
-    _note(f"training {recipe.name} ({recipe.runner.type} runner) -> {recipe.trainer.output}")
-    handle = runner.submit(recipe, resume=args.resume)
+    options = _run_options(runner, args)
+    resume: bool | str = False
+    if args.resume is not False:
+        target = resume_target(
+            args.resume if isinstance(args.resume, str) else None, str(recipe.trainer.output)
+        )
+        recipe.trainer.output, resume = target.output, target.checkpoint
+        how = f"resuming {target.checkpoint}"
+    elif args.exist_ok:
+        how = "overwriting whatever run it holds (--exist-ok)"
+    else:
+        recipe.trainer.output = new_run_folder(str(recipe.trainer.output))
+        how = "new run"
+    print(f"run folder: {recipe.trainer.output} ({how})", flush=True)
+    _note(f"training {recipe.name} ({recipe.runner.type} runner)")
+    handle = runner.submit(recipe, resume=resume, **options)
     status = handle.wait()
     if status == "failed":
         error = getattr(handle, "error", None)
@@ -190,7 +229,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if metrics:
         print(format_metrics(metrics))
     if status == "stopped":
-        _note(f"stopped by a signal; continue with: visionforge train {args.recipe} --resume")
+        _note(
+            "stopped by a signal; continue with: visionforge train "
+            f"{args.recipe} --resume {recipe.trainer.output}"
+        )
     print(f"{status}: outputs in {recipe.trainer.output}")
     for path in handle.artifacts():
         print(f"  {path}")
@@ -601,8 +643,20 @@ def _add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         nargs="?",
         const=True,
         default=False,
-        metavar="CKPT",
-        help="continue from OUTPUT/last.ckpt, or from CKPT (e.g. OUTPUT/epoch_0030.ckpt)",
+        metavar="RUN|CKPT",
+        help="continue a run: the newest run folder of this recipe, a RUN folder (its "
+        "last.ckpt) or a checkpoint (e.g. RUN/epoch_0030.ckpt); default: start a new run in "
+        "the first free folder of OUTPUT, OUTPUT-2, ...",
+    )
+    p.add_argument(
+        "--exist-ok",
+        action="store_true",
+        help="start the new run in trainer.output even if it holds another run (overwrites)",
+    )
+    p.add_argument(
+        "--allow-recipe-change",
+        action="store_true",
+        help="resume although the recipe's hash differs from the checkpoint's",
     )
     p.set_defaults(func=cmd_train)
 

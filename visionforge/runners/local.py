@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal, TextIO
 
@@ -29,6 +31,7 @@ from visionforge.runners import RunFailedError
 
 if TYPE_CHECKING:
     from visionforge.engine import TrainResult
+    from visionforge.engine.signals import StopSignal
 
 Status = Literal["pending", "running", "completed", "failed", "stopped"]
 
@@ -73,6 +76,14 @@ def _worker_summary(log: str) -> TrainResult | None:
     return None
 
 
+@dataclass(frozen=True)
+class TrainOptions:
+    """How a run treats its folder: overwrite a used one, resume with another recipe hash."""
+
+    exist_ok: bool = False
+    allow_recipe_change: bool = False
+
+
 class _Tee(io.TextIOBase):
     """A text stream that writes through to ``stream`` and keeps a copy."""
 
@@ -102,9 +113,10 @@ class InProcessRun:
     """A run of the Trainer in this process; finished by the time :meth:`LocalRunner.submit`
     returns, so its status is final."""
 
-    def __init__(self, recipe: Recipe, resume: bool | str) -> None:
+    def __init__(self, recipe: Recipe, resume: bool | str, options: TrainOptions) -> None:
         self.recipe = recipe
         self.resume = resume
+        self.options = options
         self.result: TrainResult | None = None
         self.error: BaseException | None = None
         self._status: Status = "pending"
@@ -120,7 +132,13 @@ class InProcessRun:
                 contextlib.redirect_stdout(_Tee(sys.stdout, self._logs)),
                 contextlib.redirect_stderr(_Tee(sys.stderr, self._logs)),
             ):
-                self.result = Trainer(self.recipe, resume=self.resume).fit()
+                trainer = Trainer(
+                    self.recipe,
+                    resume=self.resume,
+                    exist_ok=self.options.exist_ok,
+                    allow_recipe_change=self.options.allow_recipe_change,
+                )
+                self.result = trainer.fit()
         except Exception as err:
             self.error = err
             self._status = "failed"
@@ -149,7 +167,12 @@ class TorchrunRun:
     """A ``torchrun`` subprocess training with ``nproc`` processes."""
 
     def __init__(
-        self, recipe: Recipe, resume: bool | str, cfg: LocalRunnerConfig, echo: bool
+        self,
+        recipe: Recipe,
+        resume: bool | str,
+        cfg: LocalRunnerConfig,
+        echo: bool,
+        options: TrainOptions,
     ) -> None:
         self.recipe = recipe
         self.output = str(recipe.trainer.output)
@@ -179,6 +202,10 @@ class TorchrunRun:
             command.append("--resume")
             if isinstance(resume, str):
                 command.append(resume)
+        if options.exist_ok:
+            command.append("--exist-ok")
+        if options.allow_recipe_change:
+            command.append("--allow-recipe-change")
         env = dict(os.environ)
         if cfg.backend != "auto":
             from visionforge.engine.distributed import BACKEND_ENV
@@ -208,31 +235,33 @@ class TorchrunRun:
                     sys.stdout.buffer.flush()
 
     def status(self) -> Status:
+        """``stopped`` only when rank 0 reported a clean stop (checkpoint written); torchrun
+        itself exits non-zero after forwarding a SIGTERM, so its exit code alone cannot say."""
         code = self._process.poll()
         if code is None:
             return "running"
+        if self.result is not None and self.result.stopped_by_signal:
+            return "stopped"
         if code != 0:
-            return "stopped" if self._stopped else "failed"
-        stopped = self.result.stopped_by_signal if self.result else self._stopped
-        return "stopped" if stopped else "completed"
+            return "failed"
+        return "completed"
 
     def stop(self) -> None:
         """Ask every process to checkpoint and stop (SIGTERM to torchrun's process group)."""
-        if self._process.poll() is None:
+        if self._process.poll() is None and not self._stopped:
             self._stopped = True
             os.killpg(self._process.pid, signal.SIGTERM)
 
     def wait(self, timeout: float | None = None) -> Status:
-        """Block until the run ends (or ``timeout`` seconds); Ctrl-C stops the run cleanly."""
-        try:
-            self._process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return "running"
-        except KeyboardInterrupt:
-            self.stop()
-            self._process.wait()
-            self._finish()
-            raise
+        """Block until the run ends (or ``timeout`` seconds). SIGTERM/SIGINT received meanwhile
+        (in the main thread) are passed on as :meth:`stop`: the run checkpoints and ends."""
+        from visionforge.engine.signals import StopSignal
+
+        with StopSignal() as stop:
+            try:
+                self._wait_forwarding(stop, timeout)
+            except subprocess.TimeoutExpired:
+                return "running"
         self._finish()
         status = self.status()
         if status == "failed" and self.error is None:
@@ -243,6 +272,19 @@ class TorchrunRun:
                 + f"; full log: {storage.join(self.output, LOG_NAME)}"
             )
         return status
+
+    def _wait_forwarding(self, stop: StopSignal, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if stop.requested:
+                self.stop()
+            step = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+            try:
+                self._process.wait(max(step, 0.0))
+                return
+            except subprocess.TimeoutExpired:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
 
     def _finish(self) -> None:
         self._pump.join()
@@ -265,10 +307,20 @@ class LocalRunner:
         self.cfg = cfg
         self.echo = echo
 
-    def submit(self, recipe: Recipe, *, resume: bool | str = False) -> InProcessRun | TorchrunRun:
-        """Start a run: with ``nproc: 1`` it trains here and returns once it has finished."""
+    def submit(
+        self,
+        recipe: Recipe,
+        *,
+        resume: bool | str = False,
+        exist_ok: bool = False,
+        allow_recipe_change: bool = False,
+    ) -> InProcessRun | TorchrunRun:
+        """Start a run into ``trainer.output``: with ``nproc: 1`` it trains here and returns
+        once it has finished. ``resume``, ``exist_ok`` and ``allow_recipe_change`` are the
+        :class:`~visionforge.engine.Trainer`'s."""
+        options = TrainOptions(exist_ok=exist_ok, allow_recipe_change=allow_recipe_change)
         if self.cfg.nproc == 1:
-            run = InProcessRun(recipe, resume)
+            run = InProcessRun(recipe, resume, options)
             run.run()
             return run
-        return TorchrunRun(recipe, resume, self.cfg, self.echo)
+        return TorchrunRun(recipe, resume, self.cfg, self.echo, options)
