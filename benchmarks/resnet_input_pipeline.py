@@ -139,7 +139,7 @@ def images_per_second(loader: Iterable[Any], finish: Finish, epochs: int) -> flo
     return count / (time.perf_counter() - start)
 
 
-def where_time_goes(paths: list[Path], image_size: int) -> None:
+def where_time_goes(paths: list[Path], image_size: int, repeats: int = 5) -> None:
     """One core, no loader: decode alone (full, at the chosen DCT scale) vs the whole step."""
     blobs = [p.read_bytes() for p in paths[:64]]
     train, evaluate = ReducedDecodeTrain(image_size), ReducedDecodeEval(image_size, 256)
@@ -160,16 +160,20 @@ def where_time_goes(paths: list[Path], image_size: int) -> None:
         factor = evaluate.factor(height, width)
         return simplejpeg.decode_jpeg(data, min_height=-(-height // factor), min_width=1)
 
-    rows = {
+    rows: dict[str, Callable[[bytes], Any]] = {
         "full decode (libjpeg-turbo)": lambda d: simplejpeg.decode_jpeg(d),
         "train: decode at chosen DCT scale": train_decode_only,
         "train: whole step (decode+crop+resize+flip)": train,
         "eval: decode at chosen DCT scale": eval_decode_only,
         "eval: whole step (decode+resize+crop)": evaluate,
     }
-    print(f"\nwhere time goes (1 core, {len(blobs)} images, images/s):")
-    for name, fn in rows.items():
-        print(f"  {name:46} {rate(fn):8.1f}")
+    rates: dict[str, list[float]] = {name: [] for name in rows}
+    for _ in range(repeats):  # interleaved: each repeat sees about the same load
+        for name, fn in rows.items():
+            rates[name].append(rate(fn))
+    print(f"\nwhere time goes (1 core, {len(blobs)} images, median of {repeats}, images/s):")
+    for name, runs in rates.items():
+        print(f"  {name:46} {statistics.median(runs):8.1f}")
 
 
 def main() -> None:
