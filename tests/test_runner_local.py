@@ -62,8 +62,8 @@ def test_in_process_run(tmp_path: Path) -> None:
     handle = runner_for(recipe).submit(recipe)
     assert isinstance(handle, InProcessRun)
     assert handle.wait() == "completed" and handle.status() == "completed"
-    assert handle.error is None and handle.result is not None
-    assert set(handle.result.metrics) >= {"train/loss", "val/top1"}
+    assert handle.error() is None and handle.train_result is not None
+    assert set(handle.result() or {}) >= {"train/loss", "val/top1"}
     names = {Path(p).name for p in handle.artifacts()}
     assert {"last.ckpt", "best.ckpt", "metrics.csv", "manifest.json"} <= names
     assert "epoch 1/1" in handle.logs()
@@ -74,9 +74,9 @@ def test_in_process_failure_is_kept(tmp_path: Path) -> None:
     recipe = tiny_recipe(tmp_path / "run", train={"type": "image_folder", "root": str(missing)})
     handle = runner_for(recipe).submit(recipe)
     assert handle.status() == "failed" and handle.wait() == "failed"
-    assert handle.result is None
-    assert isinstance(handle.error, StorageError)
-    assert str(missing) in str(handle.error)
+    assert handle.result() is None
+    assert isinstance(handle.error(), StorageError)
+    assert str(missing) in str(handle.error())
 
 
 @pytest.mark.slow
@@ -86,8 +86,8 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
     assert isinstance(handle, TorchrunRun)
     assert handle.status() in {"running", "completed"}
     assert handle.wait(timeout=300) == "completed", handle.logs()[-3000:]
-    assert handle.error is None
-    assert handle.result is not None and "val/top1" in handle.result.metrics
+    assert handle.error() is None
+    assert "val/top1" in (handle.result() or {})
     names = {Path(p).name for p in handle.artifacts()}
     assert {"last.ckpt", "metrics.csv", "torchrun.log", "torchrun-recipe.json"} <= names
     assert (tmp_path / "run" / "torchrun.log").read_text() == handle.logs()
@@ -108,9 +108,9 @@ def test_failed_launch_names_the_cause(tmp_path: Path, monkeypatch: pytest.Monke
     recipe = tiny_recipe(tmp_path / "run", nproc=2, backend="gloo")
     handle = runner_for(recipe).submit(recipe, resume=True)
     assert handle.wait(timeout=60) == "failed" and handle.status() == "failed"
-    assert isinstance(handle, TorchrunRun) and isinstance(handle.error, RunFailedError)
+    assert isinstance(handle, TorchrunRun) and isinstance(handle.error(), RunFailedError)
     log = tmp_path / "run" / "torchrun.log"
-    assert str(handle.error) == (
+    assert str(handle.error()) == (
         "torchrun exited with code 3 ([rank1]: visionforge.errors.ConfigError: data.train: "
         f"too few samples); full log: {log}"
     )
@@ -148,8 +148,8 @@ def test_stop_reports_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         time.sleep(0.05)
     handle.stop()
     assert handle.wait(timeout=30) == "stopped"
-    assert handle.error is None and handle.result is not None
-    assert handle.result.stopped_by_signal and handle.result.metrics == {"train/loss": 1.0}
+    assert handle.error() is None and handle.train_result is not None
+    assert handle.train_result.stopped_by_signal and handle.result() == {"train/loss": 1.0}
 
 
 @pytest.mark.parametrize(
