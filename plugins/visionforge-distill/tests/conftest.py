@@ -35,7 +35,6 @@ def dinov2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
-        intermediate_size=64,
         patch_size=8,
         image_size=IMAGE_SIZE,
     )

@@ -21,6 +21,8 @@ Backend = Literal["torch", "faiss", "usearch"]
 BACKENDS: tuple[Backend, ...] = ("faiss", "usearch", "torch")
 EXTRA_CANDIDATES = 16
 HNSW_CONNECTIVITY = 32
+HNSW_EXPANSION_ADD = 64  # candidate list while building (faiss efConstruction)
+HNSW_EXPANSION_SEARCH = 128  # candidate list while searching (faiss efSearch)
 INDEX_FILES = {"faiss": "index.faiss", "usearch": "index.usearch", "torch": None}
 
 
@@ -80,17 +82,26 @@ class CosineIndex:
         if self.backend == "faiss":
             import faiss
 
-            index = (
-                faiss.IndexHNSWFlat(dim, HNSW_CONNECTIVITY, faiss.METRIC_INNER_PRODUCT)
-                if self.approximate
-                else faiss.IndexFlatIP(dim)
-            )
-            index.add(self.gallery)
-            return index
+            if not self.approximate:
+                flat = faiss.IndexFlatIP(dim)
+                flat.add(self.gallery)
+                return flat
+            hnsw = faiss.IndexHNSWFlat(dim, HNSW_CONNECTIVITY, faiss.METRIC_INNER_PRODUCT)
+            hnsw.hnsw.efConstruction = HNSW_EXPANSION_ADD
+            hnsw.hnsw.efSearch = HNSW_EXPANSION_SEARCH
+            hnsw.add(self.gallery)
+            return hnsw
         if self.backend == "usearch":
             from usearch.index import Index
 
-            graph = Index(ndim=dim, metric="ip", dtype="f32", connectivity=HNSW_CONNECTIVITY)
+            graph = Index(
+                ndim=dim,
+                metric="ip",
+                dtype="f32",
+                connectivity=HNSW_CONNECTIVITY,
+                expansion_add=HNSW_EXPANSION_ADD,
+                expansion_search=HNSW_EXPANSION_SEARCH,
+            )
             graph.add(np.arange(self.size, dtype=np.uint64), self.gallery)
             return graph
         return torch.from_numpy(self.gallery)
