@@ -63,3 +63,28 @@ def test_predict_draws_pngs_and_writes_coco_results(
         assert not torch.equal(drawn, original)  # boxes were drawn
     assert main([*argv, "--score-threshold", "1.01", "--device", "cpu"]) == 0
     assert json.loads((out / "detections.json").read_text()) == []
+
+
+def test_predict_reads_an_s3_prefix_and_writes_to_s3(
+    detector_checkpoint: str, tmp_path: Path, s3_bucket: str
+) -> None:
+    import fsspec
+
+    sizes = write_images(tmp_path / "images")
+    fs = fsspec.filesystem("s3")
+    for i in range(len(sizes)):
+        fs.put_file(str(tmp_path / "images" / f"img{i}.png"), f"{s3_bucket}/in/img{i}.png")
+    out = f"{s3_bucket}/pred"
+    argv = ["predict", detector_checkpoint, f"{s3_bucket}/in/", "--out", out, "--device", "cpu"]
+    assert main([*argv, "--score-threshold", "0"]) == 0
+    fs.invalidate_cache()
+    images = json.loads(fs.cat_file(f"{out}/images.json"))
+    assert [i["file_name"] for i in images] == [f"{s3_bucket}/in/img{i}.png" for i in range(3)]
+    assert len(json.loads(fs.cat_file(f"{out}/detections.json"))) == 6 * len(sizes)
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(out)) == [
+        "detections.json",
+        "images.json",
+        "img0.png",
+        "img1.png",
+        "img2.png",
+    ]
