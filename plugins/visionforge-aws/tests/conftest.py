@@ -10,12 +10,16 @@ connection before the answer reaches the client.
 
 from __future__ import annotations
 
+import base64
+import json
 import socket
 import socketserver
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -139,3 +143,55 @@ def proxied(
         monkeypatch.setenv("FSSPEC_S3_ENDPOINT_URL", proxy.endpoint)
         monkeypatch.setitem(fsspec.config.conf["s3"], "endpoint_url", proxy.endpoint)
         yield proxy
+
+
+@dataclass(frozen=True)
+class MotoServer:
+    """moto in server mode on loopback: a SageMaker/CloudWatch Logs control plane."""
+
+    endpoint: str
+
+    def post(self, path: str) -> bytes:
+        request = urllib.request.Request(self.endpoint + path, method="POST")
+        with urllib.request.urlopen(request) as answer:
+            return bytes(answer.read())
+
+    def recorded(self, target: str) -> list[dict[str, Any]]:
+        """JSON bodies of the recorded requests whose X-Amz-Target is ``SageMaker.<target>``."""
+        with urllib.request.urlopen(self.endpoint + "/moto-api/recorder/download-recording") as f:
+            lines = f.read().decode().splitlines()
+        bodies = []
+        for line in lines:
+            entry = json.loads(line)
+            if entry["headers"].get("X-Amz-Target") == f"SageMaker.{target}":
+                body = entry["body"]
+                raw = base64.b64decode(body) if entry.get("body_encoded") else body.encode()
+                bodies.append(json.loads(raw))
+        return bodies
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield MotoServer(f"http://{host}:{port}")
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def sagemaker_env(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
+    """boto3's SageMaker and Logs clients go to moto (S3 stays where ``s3_bucket`` put it);
+    moto records every request from here on."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", moto_server.endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", moto_server.endpoint)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    moto_server.post("/moto-api/reset")
+    moto_server.post("/moto-api/recorder/reset-recording")
+    moto_server.post("/moto-api/recorder/start-recording")
+    return moto_server

