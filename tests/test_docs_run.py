@@ -88,6 +88,18 @@ RUN: tuple[tuple[str, str], ...] = (
 """Blocks the slow test runs as written, in this order (later ones use earlier outputs)."""
 
 SKIP: dict[tuple[str, str], str] = {
+    ("docs/plugins/aws.md", "visionforge train examples/sagemaker/recipe.yaml --detach"): (
+        "needs an AWS account (a SageMaker role and bucket); plugins/visionforge-aws tests "
+        "run submit, runs status/stop and the container entry against moto and SeaweedFS"
+    ),
+    (
+        "docs/plugins/aws.md",
+        "visionforge aws sync data/coco s3://my-bucket/datasets/coco --dry-run",
+    ): "needs an S3 bucket; plugins/visionforge-aws/tests/test_sync.py syncs against SeaweedFS",
+    (
+        "examples/sagemaker/README.md",
+        "visionforge train examples/sagemaker/recipe.yaml --detach",
+    ): "the same command as docs/plugins/aws.md's first block",
     ("README.md", "nox -s tests"): "the whole fast suite: .ci/run runs it",
     ("docs/plugins/distill.md", "python examples/card_distill/make_data.py"): (
         "queries a photo of yours (some_card.png); plugins/visionforge-distill tests run the "
