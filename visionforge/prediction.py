@@ -178,12 +178,21 @@ def draw(result: ImageResult, names: list[str] | None) -> bytes:
         f"{names[int(c)] if names and int(c) < len(names) else int(c)} {float(s):.2f}"
         for c, s in zip(result.labels, result.scores, strict=True)
     ]
+    from matplotlib import font_manager
+
+    side = max(result.image.shape[-2:])
+    colours = [_colour(int(c)) for c in result.labels]
     drawn = draw_bounding_boxes(
         result.image,
         result.boxes,
         labels=labels,
-        colors=[_colour(int(c)) for c in result.labels],
-        width=max(1, round(max(result.image.shape[-2:]) / 300)),
+        colors=colours,
+        width=max(2, round(side / 300)),
+        font=font_manager.findfont("DejaVu Sans"),
+        font_size=max(10, round(side / 40)),
+        label_colors="white",
+        label_background_colors=colours,
+        fill_labels=True,
     )
     return bytes(encode_png(drawn).numpy().tobytes())
 
