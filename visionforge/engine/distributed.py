@@ -71,7 +71,7 @@ def setup(device: str) -> DistContext:
         torch.cuda.set_device(dev)
     if world_size > 1 and not dist.is_initialized():
         backend = os.environ.get(BACKEND_ENV) or ("nccl" if dev.type == "cuda" else "gloo")
-        # rank 0 evaluates alone while the others wait in a barrier: allow long evaluations
+        # long collectives (gathering a large evaluation, checkpoint writes): a generous timeout
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=60))
         ctx.owns_group = True
     return ctx
