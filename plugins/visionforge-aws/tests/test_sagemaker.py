@@ -332,3 +332,63 @@ def test_submit_sends_every_field_and_a_clean_bundle(
         handle.stop()
     assert sagemaker_env.recorded("StopTrainingJob")[0] == {"TrainingJobName": run_id}
     assert secret not in record.path.read_text() and secret not in out + err
+
+
+# ----------------------------------------------------------------------------- in the container
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_entry_trains_across_two_hosts(tmp_path: Path) -> None:
+    """Two simulated instances (own /opt/ml trees, SM_* env, resourceconfig.json) run the
+    bundled recipe under torchrun; the first host publishes the model into SM_MODEL_DIR."""
+    import os
+    import subprocess
+    import sys
+
+    bundle = tmp_path / "code"
+    bundle.mkdir()
+    train = {"type": "synthetic_classification", "num_classes": 2, "num_samples": 16}
+    train["image_size"] = 16
+    data = recipe_data(train, {"type": "local"}, "/ignored")
+    (bundle / "recipe.json").write_text(json.dumps(data))
+    (bundle / "entry.json").write_text(json.dumps({"fields": {}, "master_port": free_port()}))
+    hosts = ["localhost", "127.0.0.1"]  # sorted: 127.0.0.1 is the first host (the master)
+    processes = []
+    for host in hosts:
+        ml = tmp_path / host / "opt" / "ml"
+        (ml / "input" / "config").mkdir(parents=True)
+        resource = {"current_host": host, "hosts": hosts, "network_interface_name": "lo"}
+        (ml / "input" / "config" / "resourceconfig.json").write_text(json.dumps(resource))
+        env = {
+            **os.environ,
+            "SM_INPUT_CONFIG_DIR": str(ml / "input" / "config"),
+            "SM_MODEL_DIR": str(ml / "model"),
+            "SM_OUTPUT_DATA_DIR": str(ml / "output" / "data"),
+            "SM_NUM_GPUS": "0",
+            "VISIONFORGE_CHECKPOINT_DIR": str(ml / "checkpoints"),
+        }
+        command = [sys.executable, "-m", "visionforge.cli", "aws", "sagemaker-entry"]
+        processes.append(
+            subprocess.Popen(
+                [*command, "--bundle", str(bundle)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    master = tmp_path / "127.0.0.1" / "opt" / "ml"
+    published = {p.name for p in (master / "model").iterdir()}
+    assert {"last.ckpt", "manifest.json"} <= published, outputs
+    assert not (tmp_path / "localhost" / "opt" / "ml" / "model").exists()
+    assert "host 1/2" in outputs[1] and "host 2/2" in outputs[0]
