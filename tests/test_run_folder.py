@@ -152,3 +152,10 @@ def test_resume_with_another_model_is_refused_by_the_trainer(tmp_path: Path) -> 
         Trainer(other, resume=True)
     resumed = Trainer(other, resume=True, allow_recipe_change=True)
     assert resumed.global_step == load_checkpoint(first.last_checkpoint)["position"]["global_step"]
+
+
+def test_a_recipe_source_uses_the_checkpoint_of_its_newest_run(tmp_path: Path) -> None:
+    base = tmp_path / "runs" / "exp"
+    make_run(base, "last.ckpt", "best.ckpt")
+    make_run(tmp_path / "runs" / "exp-2", "last.ckpt")
+    assert cli.run_checkpoint(tiny_recipe(base)) == str(tmp_path / "runs" / "exp-2" / "last.ckpt")

@@ -77,8 +77,11 @@ def is_recipe_path(path: str) -> bool:
 
 
 def run_checkpoint(recipe: Recipe) -> str | None:
-    """``best.ckpt`` (else ``last.ckpt``) in the recipe's output folder, if training wrote one."""
-    output = str(recipe.trainer.output)
+    """``best.ckpt`` (else ``last.ckpt``) of the recipe's newest run (``OUTPUT``, ``OUTPUT-2``,
+    ...: the highest-numbered that holds a run), if training wrote one."""
+    from visionforge.run_folder import latest_run_folder
+
+    output = latest_run_folder(str(recipe.trainer.output)) or str(recipe.trainer.output)
     for name in RUN_CHECKPOINTS:
         candidate = absolute(storage.join(output, name))
         if storage.exists(candidate):
