@@ -62,9 +62,10 @@ class S3Server:
 
 
 @contextlib.contextmanager
-def seaweedfs(data: Path, weed: str = "weed", volumes: int = 8) -> Iterator[S3Server]:
+def seaweedfs(data: Path, weed: str = "weed", volumes: int = 100) -> Iterator[S3Server]:
     """Run SeaweedFS (master, volume, filer, S3 gateway) on free loopback ports, storing at
-    most ``volumes`` x 64 MB in ``data``; also used by ``benchmarks/s3_sync.py``."""
+    most ``volumes`` x 64 MB in ``data`` (every bucket takes volumes of its own); also used by
+    ``benchmarks/s3_sync.py``."""
     ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
     grpc = {name: free_port() for name in ports}
     cmd = [

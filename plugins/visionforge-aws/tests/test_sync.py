@@ -69,7 +69,8 @@ def test_upload_resync_change_dry_run_delete(s3_bucket: str, tmp_path: Path) -> 
 @pytest.mark.slow
 def test_download_and_redownload(s3_bucket: str, tmp_path: Path) -> None:
     files = make_tree(tmp_path / "up")
-    sync(tmp_path / "up", f"{s3_bucket}/data", progress=False)
+    up = sync(tmp_path / "up", f"{s3_bucket}/data", progress=False)
+    assert up.ok and len(up.transferred) == len(files), up
     down = sync(f"{s3_bucket}/data", tmp_path / "down", progress=False)
     assert down.ok and down.transferred == sorted(files)
     assert {k: (tmp_path / "down" / k).read_bytes() for k in files} == files

@@ -49,6 +49,9 @@ class SyncError(StorageError):
 class FileState:
     size: int
     sha256: str | None = None
+    mtime_ns: int | None = None
+    """Of the local source file the hash was computed from (a re-sync trusts the manifest's
+    hash while size and mtime are unchanged, so it reads no file)."""
 
 
 @dataclass
@@ -115,7 +118,8 @@ def _local_tree(root: Path) -> dict[str, FileState]:
             key = os.path.relpath(path, root).replace(os.sep, "/")
             if key == MANIFEST_NAME:
                 continue
-            files[key] = FileState(os.path.getsize(path))
+            stat = os.stat(path)
+            files[key] = FileState(stat.st_size, mtime_ns=stat.st_mtime_ns)
     return files
 
 
@@ -174,12 +178,18 @@ class _S3:
         except FileNotFoundError:
             return {}
         data = json.loads(raw)
-        return {k: FileState(int(v["size"]), v[HASH_KEY]) for k, v in data["files"].items()}
+        return {
+            k: FileState(int(v["size"]), v[HASH_KEY], v.get("mtime_ns"))
+            for k, v in data["files"].items()
+        }
 
     async def write_manifest(self, prefix: str, files: dict[str, FileState]) -> None:
         body = {
             "version": 1,
-            "files": {k: {"size": s.size, HASH_KEY: s.sha256} for k, s in sorted(files.items())},
+            "files": {
+                k: {"size": s.size, HASH_KEY: s.sha256, "mtime_ns": s.mtime_ns}
+                for k, s in sorted(files.items())
+            },
         }
         data = json.dumps(body, separators=(",", ":")).encode()
         await self.fs._pipe_file(f"{_strip(prefix)}/{MANIFEST_NAME}", data)
@@ -238,9 +248,7 @@ class _Syncer:
         root = Path(self.source)
         if not root.is_dir():
             raise SyncError(f"{self.source}: not a folder (sync copies folder trees)")
-        files = await asyncio.to_thread(_local_tree, root)
-        await asyncio.to_thread(_hash_local, root, list(files), files)
-        return files
+        return await asyncio.to_thread(_local_tree, root)  # hashed in _plan, where needed
 
     async def _plan(self, s3: _S3 | None, src: dict[str, FileState]) -> _Plan:
         transfer: list[str] = []
@@ -250,6 +258,7 @@ class _Syncer:
             self.dst_manifest = {
                 k: v for k, v in (await s3.read_manifest(self.destination)).items() if k in dst
             }
+            await self._hash_source(src, self.dst_manifest)
             unknown = []
             for key, state in src.items():
                 there = dst.get(key)
@@ -267,12 +276,13 @@ class _Syncer:
             for key, digest in zip(unknown, hashes, strict=True):
                 if isinstance(digest, str) and digest == src[key].sha256:
                     unchanged.append(key)
-                    self.dst_manifest[key] = FileState(src[key].size, digest)
+                    self.dst_manifest[key] = src[key]
                     self._manifest_dirty = True
                 else:
                     transfer.append(key)
             extra = sorted(set(dst) - set(src))
         else:
+            await self._hash_source(src, {})
             root = Path(self.destination)
             dst = await asyncio.to_thread(_local_tree, root) if root.is_dir() else {}
             same_size = [k for k, s in src.items() if k in dst and dst[k].size == s.size]
@@ -288,6 +298,21 @@ class _Syncer:
                     transfer.append(key)
             extra = sorted(set(dst) - set(src))
         return _Plan(sorted(transfer), unchanged, extra if self.delete else [])
+
+    async def _hash_source(self, src: dict[str, FileState], known: dict[str, FileState]) -> None:
+        """SHA-256 of local source files; a file whose size and mtime equal those recorded
+        in the destination's manifest keeps the recorded hash (a re-sync reads no file)."""
+        if is_s3(self.source):
+            return
+        for key, state in src.items():
+            entry = known.get(key)
+            if (
+                entry is not None
+                and entry.mtime_ns is not None
+                and (entry.size, entry.mtime_ns) == (state.size, state.mtime_ns)
+            ):
+                state.sha256 = entry.sha256
+        await asyncio.to_thread(_hash_local, Path(self.source), list(src), src)
 
     # ------------------------------------------------------------------ transfers
 
