@@ -153,6 +153,26 @@ SKIP: dict[tuple[str, str], str] = {
         "trains on photos in data/cards that are not in the repository; the plugin's tests "
         "train on generated cards"
     ),
+    ("docs/plugins/detr.md", "python benchmarks/detr_train_step.py --height 320 --width 400 "
+     "--steps 3 --profile"): "a benchmark (minutes of CPU), not a check",
+    ("examples/detr_coco/README.md", "visionforge train examples/detr_coco/recipe.yaml"): (
+        "needs COCO 2017 and 16 GPUs for 500 epochs"
+    ),
+    ("examples/detr_coco/README.md", "visionforge eval examples/detr_coco/recipe.yaml --set "
+     "model.weights=/data/weights/detr-r50-e632da11.pth"): (
+        "needs COCO val2017 and the official weights (no downloads here); the dino plugin's "
+        "parity tests load the official layout"
+    ),
+    ("examples/detr_coco/README.md", "visionforge coco convert my_yolo/ data/mine --from yolo "
+     "--to coco --split train"): (
+        "placeholder YOLO dataset; tests/test_detection_detr_e2e.py trains a tiny DETR, "
+        "predicts and exports on generated data"
+    ),
+    ("examples/detr_coco/README.md", "visionforge predict runs/detr_coco/best.ckpt "
+     "data/mine_split/val/images --out runs/detr_coco/pred --score-threshold 0.5"): (
+        "needs the fine-tuned run above; tests/test_detection_detr_e2e.py predicts and exports "
+        "with a tiny DETR"
+    ),
 }  # fmt: skip
 """Blocks that cannot run here, with the reason."""
 

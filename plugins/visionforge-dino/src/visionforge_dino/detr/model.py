@@ -172,5 +172,6 @@ class DetrInferenceGraph(nn.Module):
         mask = torch.zeros_like(image[:, 0], dtype=torch.bool)
         logits, boxes = self.detr.predict_raw(image, mask)
         height, width = image.shape[-2:]
-        sizes = torch.tensor([[height, width]], device=image.device).expand(image.shape[0], 2)
+        ones = torch.ones_like(image[:, 0, 0, :1])  # [B, 1]: no batch size baked into the graph
+        sizes = torch.cat([ones * height, ones * width], dim=1)
         return detections_from_logits(logits[-1], boxes[-1], sizes)
