@@ -7,7 +7,7 @@ The signal goes to the whole process group (trainer and loader workers), as a sp
 or ``docker stop`` shutdown does. Moments are drawn from ``random.Random(trial)``: during
 start-up (model and loader building, worker start) or a random delay after a random step
 (mid-step, during evaluation, while a checkpoint is written). ``VISIONFORGE_SIGTERM_TRIALS``
-sets how many single-process trials run (default 10).
+sets how many single-process trials run (default 8).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from visionforge.lineage import file_digest, read_manifest
 pytestmark = pytest.mark.slow
 
 SUPPORT = Path(__file__).parent / "test_engine_support.py"
-TRIALS = int(os.environ.get("VISIONFORGE_SIGTERM_TRIALS", "10"))
+TRIALS = int(os.environ.get("VISIONFORGE_SIGTERM_TRIALS", "8"))
 STOP_BOUND_S = 60.0
 """Seconds from SIGTERM to exit (checkpoint written) that every trial must meet, with the CPUs
 oversubscribed: for a signal during start-up this includes importing torch and building the
