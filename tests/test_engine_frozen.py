@@ -187,9 +187,7 @@ def test_output_key_clash_is_a_clear_error(tmp_path: Path, teacher_weights: Path
         loss({"logits": torch.zeros(2, 3), "teacher": {}}, batch)
 
 
-def test_teacher_block_changes_the_recipe_hash(
-    tmp_path: Path, teacher_weights: Path
-) -> None:
+def test_teacher_block_changes_the_recipe_hash(tmp_path: Path, teacher_weights: Path) -> None:
     plain = tiny_recipe(tmp_path / "run")
     with_teacher = teacher_recipe(tmp_path / "run", teacher_weights)
     assert plain.sha256() != with_teacher.sha256()

@@ -130,8 +130,7 @@ def _input_paths(config: BaseModel) -> Iterator[str]:
         if isinstance(value, BaseModel):
             yield from _input_paths(value)
         elif isinstance(value, str) and (
-            any(isinstance(m, InputPathMarker) for m in info.metadata)
-            or _marked(info.annotation)
+            any(isinstance(m, InputPathMarker) for m in info.metadata) or _marked(info.annotation)
         ):
             yield value
 
