@@ -83,11 +83,11 @@ def _randomize(model: torch.nn.Module) -> dict[str, tuple[tuple[int, ...], int, 
 
 def build_original(detr_root: Path) -> tuple[Any, Any, Any, Any]:
     sys.path.insert(0, str(detr_root))
-    from models import backbone as original_backbone  # type: ignore[import-not-found]
-    from models import position_encoding  # type: ignore[import-not-found]
-    from models.detr import DETR, PostProcess, SetCriterion  # type: ignore[import-not-found]
-    from models.matcher import HungarianMatcher  # type: ignore[import-not-found]
-    from models.transformer import Transformer  # type: ignore[import-not-found]
+    from models import backbone as original_backbone
+    from models import position_encoding
+    from models.detr import DETR, PostProcess, SetCriterion
+    from models.matcher import HungarianMatcher
+    from models.transformer import Transformer
 
     position_encoding.torch = _Float64Torch()
     original_backbone.is_main_process = lambda: False  # pretrained=False: no download
@@ -139,7 +139,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     model, criterion, postprocess, weight_dict = build_original(args.detr_root)
-    from util.misc import NestedTensor  # type: ignore[import-not-found]
+    from util.misc import NestedTensor
 
     model.double().eval()
     criterion.double()
