@@ -110,7 +110,11 @@ class TopKAccuracy:
         with samples). Per-class accuracies come from :meth:`details`. Under DDP the counts
         of every rank are summed first (a collective: every rank calls it)."""
         if _distributed() and self._correct is not None:
-            return self._summed_over_ranks().compute()
+            return self._summed_over_ranks().local_metrics()
+        return self.local_metrics()
+
+    def local_metrics(self) -> dict[str, float]:
+        """:meth:`compute` over this process's counts only."""
         if self._correct is None or self._label_low is None or self._label_high is None:
             raise ConfigError("evaluator: no samples were evaluated; is the dataset empty?")
         low, high = int(self._label_low), int(self._label_high)
