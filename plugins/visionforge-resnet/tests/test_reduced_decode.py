@@ -14,8 +14,10 @@ from torchvision.io import encode_jpeg, encode_png
 from torchvision.transforms import v2
 
 import visionforge
+from visionforge.config import recipe_from_dict
 from visionforge.engine.data import SeededDataset
 from visionforge_resnet.datasets import ReducedDecodeImageFolder
+from visionforge_resnet.presets import imagenet_recipe
 from visionforge_resnet.reduced_decode import (
     CropBox,
     ReducedDecodeEval,
@@ -231,3 +233,14 @@ def test_bad_scale_range_is_rejected() -> None:
         visionforge.datasets.build(
             {"type": "imagenet_folder", "root": "/nonexistent", "scale": [0.5, 0.1]}
         )
+
+
+def test_the_decoder_is_part_of_the_recipe_hash() -> None:
+    """Resuming with the other decoder is refused as a recipe change (the images differ)."""
+    reduced = imagenet_recipe("resnet18", num_classes=4)
+    full = imagenet_recipe("resnet18", num_classes=4)
+    full["data"]["train"]["decoder"] = "full"
+    fewer_workers = imagenet_recipe("resnet18", num_classes=4, num_workers=1)
+    digest = recipe_from_dict(reduced, check=False).sha256()
+    assert recipe_from_dict(full, check=False).sha256() != digest
+    assert recipe_from_dict(fewer_workers, check=False).sha256() == digest
