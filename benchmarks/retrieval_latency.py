@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch/faiss threads (a Pi: 4)")
+    parser.add_argument("--backends", nargs="+", default=["torch", "faiss", "usearch"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
@@ -78,7 +79,7 @@ def main() -> None:
     print(f"{'method':<22}" + "".join(f"{h:>{w}}" for h, w in zip(header, WIDTHS, strict=True)))
     p90 = np.percentile(base_lat, 90)
     print(f"{'brute force (torch)':<22}{base:>10.3f}{p90:>9.3f}{1.0:>9.2f}x{'-':>15}{'-':>9}")
-    for backend in ("torch", "faiss", "usearch"):
+    for backend in args.backends:
         if not installed(backend):
             print(f"{backend:<22} not installed")
             continue

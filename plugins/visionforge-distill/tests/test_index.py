@@ -98,3 +98,13 @@ def test_toy_gallery_retrieval_beats_chance_widely_on_every_backend() -> None:
 def test_torch_cannot_search_approximately() -> None:
     with pytest.raises(ConfigError, match="needs faiss-cpu or usearch"):
         CosineIndex(np.ones((3, 4), np.float32), "torch", approximate=True)
+
+
+def test_a_single_query_gives_the_batch_answer_on_every_backend() -> None:
+    gallery, _ = clustered(20, 2, 8, 0.3, 4)
+    for backend in BACKENDS:
+        index = CosineIndex(gallery, backend)
+        _, batch_ids = index.search(gallery[:3], 4)
+        for row in range(3):
+            _, ids = index.search(gallery[row : row + 1], 4)
+            np.testing.assert_array_equal(ids[0], batch_ids[row], err_msg=backend)

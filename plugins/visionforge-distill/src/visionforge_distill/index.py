@@ -112,10 +112,13 @@ class CosineIndex:
             _, ids = self._index.search(queries, count)
             return np.asarray(ids, dtype=np.int64)
         if self.backend == "usearch":
+            from usearch.index import BatchMatches
+
             found = self._index.search(queries, count, exact=not self.approximate)
             keys = np.asarray(found.keys, dtype=np.int64).reshape(len(queries), -1)
-            counts = np.asarray(found.counts).reshape(-1)
-            for row, valid in enumerate(counts):
+            # one query gives Matches (its keys are all found), several give BatchMatches
+            counts = found.counts if isinstance(found, BatchMatches) else [len(found.keys)]
+            for row, valid in enumerate(np.asarray(counts).reshape(-1)):
                 keys[row, int(valid) :] = -1
             return keys
         scores = torch.from_numpy(queries) @ self._index.T
