@@ -182,6 +182,15 @@ def _run_options(runner: Any, args: argparse.Namespace) -> dict[str, bool]:
     return {name: True for name, (_, value) in asked.items() if value}
 
 
+def _detach(runner: Any) -> None:
+    """Make a local runner hand its run to a background supervisor (remote runners always
+    return right after submission)."""
+    from visionforge.runners.local import LocalRunner
+
+    if isinstance(runner, LocalRunner):
+        runner.detach = True
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a recipe with its runner into a new run folder (or resume one); print metrics.
 
@@ -197,7 +206,8 @@ def _train(args: argparse.Namespace) -> int:
     from visionforge.run_folder import new_run_folder, resume_target
     from visionforge.runners import RunFailedError
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    overrides = [*args.overrides, *(["runner.upload_local=true"] if args.upload_local else [])]
+    recipe = load_recipe(args.recipe, overrides)
     runner = REGISTRIES.runners.build(recipe.runner.as_dict(), "runner")
     options = _run_options(runner, args)
     resume: bool | str = False
@@ -214,17 +224,22 @@ def _train(args: argparse.Namespace) -> int:
         how = "new run"
     print(f"run folder: {recipe.trainer.output} ({how})", flush=True)
     _note(f"training {recipe.name} ({recipe.runner.type} runner)")
+    if args.detach:
+        _detach(runner)
     handle = runner.submit(recipe, resume=resume, **options)
+    _note(f"run id: {handle.id}")
+    if args.detach:
+        print(handle.id)
+        _note(f"follow it with: visionforge runs logs {handle.id} --follow")
+        return 0
     status = handle.wait()
     if status == "failed":
-        error = getattr(handle, "error", None)
+        error = handle.error()
         if error is not None:
             raise error
         raise RunFailedError(f"run failed; last log lines: {_one_line(handle.logs()[-500:])}")
-    result = getattr(handle, "result", None)
-    if result is not None:
-        metrics = dict(result.metrics)
-    else:
+    metrics = handle.result()
+    if metrics is None:
         try:
             metrics = lineage.read_manifest(str(recipe.trainer.output)).get("metrics") or {}
         except VisionforgeError:
@@ -671,6 +686,16 @@ def _add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         action="store_true",
         help="resume although the recipe's hash differs from the checkpoint's",
     )
+    p.add_argument(
+        "--detach",
+        action="store_true",
+        help="return after submission and print the run id (see: visionforge runs)",
+    )
+    p.add_argument(
+        "--upload-local",
+        action="store_true",
+        help="remote runners: upload the recipe's local input paths (else they are refused)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", parents=[source_opts], help="evaluate a checkpoint")
@@ -720,6 +745,10 @@ def _add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     p = sub.add_parser("plugins", help="list installed plugins and their components")
     p.set_defaults(func=cmd_plugins)
+
+    from visionforge.runners.commands import add_runs_command
+
+    add_runs_command(sub)
 
     p = sub.add_parser("lineage", help="print an artifact's lineage chain")
     p.add_argument("path", metavar="PATH", help="artifact (checkpoint, ONNX, run folder, ...)")
