@@ -14,9 +14,9 @@ from torch import nn
 
 from visionforge import storage
 from visionforge.components.configs import TimmModelConfig, TorchvisionModelConfig
+from visionforge.engine.checkpoint import CHECKPOINT_FORMAT
 from visionforge.errors import CheckpointError, ConfigError
 
-CHECKPOINT_FORMAT = "visionforge.checkpoint/1"
 TORCHVISION_DEFAULT_CLASSES = 1000
 _FIELD_KWARGS = ("num_classes", "in_chans", "drop_rate", "drop_path_rate")
 _DOWNLOAD_KWARGS = ("pretrained", "weights")

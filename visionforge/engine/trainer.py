@@ -80,7 +80,7 @@ from visionforge.interfaces import (
     NamedClasses,
     StatefulEvaluator,
 )
-from visionforge.lineage import manifest_path, write_manifest
+from visionforge.lineage import MANIFEST_SUFFIX, manifest_path, write_manifest
 from visionforge.registry import OBJECT_NAMESPACE, REGISTRIES
 from visionforge.run_folder import LAST, check_new_run_folder
 
@@ -88,7 +88,6 @@ BEST = "best.ckpt"
 SHORT_RUN_STEPS = 1000
 """Runs of at most this many optimizer steps log every step (unless log_every_steps is set)."""
 DEFAULT_LOG_EVERY_STEPS = 10
-MANIFEST_SUFFIX = ".manifest.json"
 
 
 @dataclass
