@@ -21,7 +21,7 @@ SMALL = {
     "crop_scales": [80, 100],
     "crop_size": (40, 70),
     "eval_size": 96,
-    "max_size": 160,
+    "max_side": 160,
 }
 
 
@@ -79,11 +79,11 @@ def test_train_recipe_box_follows_flip_crop_and_resize(
     out = transform(painted_item(height, width, box))
     check_box_follows_pixels(out)
     h, w = out["image"].shape[-2:]
-    assert max(h, w) <= SMALL["max_size"]
+    assert max(h, w) <= SMALL["max_side"]
     # the last resize sets the shorter side to a scale (torchvision truncates: -1 px) unless
-    # the longer side hits max_size
+    # the longer side hits max_side
     near_scale = any(0 <= s - min(h, w) <= 1 for s in SMALL["scales"])
-    assert near_scale or max(h, w) >= SMALL["max_size"] - 1
+    assert near_scale or max(h, w) >= SMALL["max_side"] - 1
 
 
 def test_train_recipe_takes_both_branches_and_flips() -> None:
