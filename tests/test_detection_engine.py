@@ -30,6 +30,7 @@ from visionforge.errors import ConfigError
 from visionforge.registry import REGISTRIES
 
 
+@pytest.mark.slow
 def test_detector_trains_and_evaluates_on_padded_batches(tmp_path: Path) -> None:
     register()
     data = {
