@@ -40,6 +40,21 @@ def cmd_sagemaker_entry(args: argparse.Namespace) -> int:
     return run(Path(args.bundle), os.environ)
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    """Train an EC2 run from its S3 prefix (started by systemd on the instance)."""
+    from pathlib import Path
+
+    from visionforge_aws.agent import run_agent
+
+    return run_agent(
+        args.run,
+        Path(args.work),
+        log=Path(args.log) if args.log else None,
+        upload_every_s=args.upload_every,
+        poll_s=args.poll,
+    )
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     aws = subparsers.add_parser("aws", help="S3 sync and SageMaker")
     commands = aws.add_subparsers(dest="aws_command", metavar="COMMAND", required=True)
@@ -59,3 +74,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--bundle", default=".", help="the unpacked sourcedir (default: here)")
     p.set_defaults(func=cmd_sagemaker_entry)
+
+    p = commands.add_parser(
+        "agent", help="(on EC2) train a run from its S3 prefix, surviving spot interruptions"
+    )
+    p.add_argument("--run", required=True, help="the run's s3:// prefix")
+    p.add_argument("--work", default="/opt/visionforge/work", help="local work folder")
+    p.add_argument("--log", default=None, help="log file uploaded to RUN/logs/agent.log")
+    p.add_argument("--upload-every", type=float, default=60.0, help="seconds between uploads")
+    p.add_argument("--poll", type=float, default=5.0, help="seconds between spot-notice polls")
+    p.set_defaults(func=cmd_agent)
