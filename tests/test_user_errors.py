@@ -82,12 +82,14 @@ def test_component_of_a_plugin_not_installed_names_the_extra(
         raise metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(known_plugins.metadata, "version", not_installed)
-    message = error_of(["runner.type=sagemaker"])
+    monkeypatch.setitem(known_plugins.KNOWN_COMPONENTS, "lichen", ("lichen_runner",))
+    message = error_of(["runner.type=lichen_runner"])
     assert message.startswith(
-        "--set runner.type=sagemaker: runner.type: runner 'sagemaker' is in visionforge-aws, "
-        'which is not installed: pip install --find-links dist "visionforge[aws]==0.1.0"'
+        "--set runner.type=lichen_runner: runner.type: runner 'lichen_runner' is in "
+        "visionforge-lichen, which is not installed: "
+        'pip install --find-links dist "visionforge[lichen]==0.1.0"'
     )
-    assert "pip install -e plugins/visionforge-aws" in message
+    assert "pip install -e plugins/visionforge-lichen" in message
 
 
 def test_known_plugin_table_matches_what_installed_plugins_register() -> None:

@@ -23,7 +23,7 @@ KNOWN_COMPONENTS: dict[str, tuple[str, ...]] = {
         "coco2yolo",
     ),
     "dino": ("detr_r50", "detr_r101", "detr", "dino_r50_4scale", "dino_r50_5scale", "dino"),
-    "resnet": ("resnet",),
+    "resnet": ("resnet", "imagenet_folder"),
     "distill": (
         "distillation",
         "distill_student",
