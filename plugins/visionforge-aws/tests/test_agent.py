@@ -114,8 +114,10 @@ def put_recipe(run: str, data: dict[str, Any]) -> None:
 
 def start_agent(run: str, work: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "visionforge.cli", "aws", "agent", "--run", run]
-        + ["--work", str(work), "--poll", "0.2", "--upload-every", "0.5", *extra],
+        [
+            *(sys.executable, "-m", "visionforge.cli", "aws", "agent", "--run", run),
+            *("--work", str(work), "--poll", "0.2", "--upload-every", "0.5", *extra),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -201,7 +201,12 @@ def _terminate_self(base: str | None) -> None:
 
     instance = imds.instance_id(base)
     region = imds.get("meta-data/placement/region", base=base)
-    boto3.client("ec2", region_name=region).terminate_instances(InstanceIds=[instance])
+    ec2 = boto3.client("ec2", region_name=region)
+    found = ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]
+    request = found.get("SpotInstanceRequestId")
+    if request:  # a persistent request would launch a replacement
+        ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=[request])
+    ec2.terminate_instances(InstanceIds=[instance])
 
 
 def run_agent(
