@@ -58,6 +58,7 @@ def test_new_plugin_refuses_bad_names_and_existing_folders(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # pip install + a short training run on a busy CPU
 def test_new_plugin_installs_and_trains(tmp_path: Path) -> None:
     """Install the generated package (into its own target folder, not this venv) and train
     its recipe with the visionforge command."""
