@@ -138,7 +138,8 @@ def test_manifests_link_checkpoints_to_their_dataset(tmp_path: Path) -> None:
     assert chain[0]["recipe_sha256"] == recipe.sha256()
     run = lineage.read_manifest(str(tmp_path / "run"))
     assert run["kind"] == "run" and run["status"] == "completed"
-    assert run["parents"] == [{"path": str(source), "id": dataset_id}]
+    sha = lineage.read_manifest(str(source))["sha256"]
+    assert run["parents"] == [{"path": str(source), "id": dataset_id, "sha256": sha}]
     assert run["checkpoints"]["last"] == result.last_checkpoint
 
 
