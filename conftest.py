@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,7 +49,7 @@ class S3Server:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
 
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self) -> Any:
         """A botocore S3 client (botocore comes with s3fs, through aiobotocore)."""
         import botocore.session
 

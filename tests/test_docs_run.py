@@ -53,12 +53,9 @@ INSTALL_FORMS: dict[str, str] = {
         "pip install -e plugins/visionforge-coco"
     ),
     r"pip install \./examples/plugin-template": "pip install ./examples/plugin-template",
+    r"pip install -e visionforge-NAME": "pip install -e visionforge-demo",
     r"pip install nox": "pip install nox",
     r"pipx install nox": "pipx install nox",
-    (
-        r"pip install -c constraints\.txt --index-url https://download\.pytorch\.org/whl/cpu "
-        r"torch torchvision"
-    ): "pip install -c constraints.txt --index-url https://download.pytorch.org/whl/cpu torch",
 }
 """Install line (regex, matched whole) -> the line ``.ci/run`` executes for that form."""
 
@@ -69,7 +66,7 @@ VENDOR_INSTALLS = {
 }
 
 RUN: tuple[tuple[str, str], ...] = (
-    ("README.md", "visionforge train examples/quickstart/recipe.yaml"),
+    ("examples/quickstart/README.md", "visionforge train examples/quickstart/recipe.yaml"),
     ("examples/quickstart/README.md", "visionforge eval runs/quickstart/best.ckpt"),
     ("docs/cli.md", "visionforge export runs/quickstart/best.ckpt"),
     ("docs/cli.md", "visionforge lineage runs/quickstart/best.onnx"),
@@ -84,6 +81,7 @@ RUN: tuple[tuple[str, str], ...] = (
         "examples/resnet50_imagenet/README.md",
         "python examples/resnet50_imagenet/train_tiny.py --out runs/tiny_resnet",
     ),
+    ("examples/dino_rooms/README.md", "export EX=examples/dino_rooms"),
 )
 """Blocks the slow test runs as written, in this order (later ones use earlier outputs)."""
 
@@ -107,9 +105,6 @@ SKIP: dict[tuple[str, str], str] = {
     ),
     ("docs/index.md", "visionforge plugins"): (
         "the README quickstart block trains the same recipe; the install line is .ci/run's"
-    ),
-    ("examples/quickstart/README.md", "visionforge train examples/quickstart/recipe.yaml"): (
-        "the same command as the README quickstart block, which runs"
     ),
     ("docs/writing-a-plugin.md", "visionforge plugins"): (
         "tests/test_plugin_template.py installs the template and trains its recipe"
@@ -172,6 +167,22 @@ SKIP: dict[tuple[str, str], str] = {
      "data/mine_split/val/images --out runs/detr_coco/pred --score-threshold 0.5"): (
         "needs the fine-tuned run above; tests/test_detection_detr_e2e.py predicts and exports "
         "with a tiny DETR"
+    ),
+    ("docs/cli.md", "visionforge train examples/quickstart/recipe.yaml"): (
+        "a transcript of the run-folder numbering; tests/test_run_folder.py runs train twice, "
+        "--resume and --exist-ok through the CLI"
+    ),
+    ("docs/plugins/resnet.md", "visionforge resnet loader-bench "
+     "examples/resnet50_imagenet/recipe.yaml --set data.loader.num_workers=4 --batches 50"): (
+        "reads ImageNet at the recipe's paths; plugins/visionforge-resnet/tests/"
+        "test_loader_bench.py runs loader-bench on generated JPEGs"
+    ),
+    ("examples/card_distill/README.md", "python examples/card_distill/make_data.py"): (
+        "distillation for many minutes on a CPU; the distill plugin's slow tests run the same "
+        "chain (train with a teacher, export, build-index, query) on generated cards"
+    ),
+    ("examples/dino_coco/README.md", "visionforge validate examples/dino_coco/recipe.yaml"): (
+        "needs COCO 2017 under /data/coco (validate checks those paths exist) and 8 GPUs"
     ),
 }  # fmt: skip
 """Blocks that cannot run here, with the reason."""

@@ -466,8 +466,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     def block_for(name: str) -> dict[str, Any]:
         block: dict[str, Any] = {"type": name}
-        if recipe is not None and recipe.export is not None and (
-            REGISTRIES.exporters.get(recipe.export.type) is REGISTRIES.exporters.get(name)
+        if (
+            recipe is not None
+            and recipe.export is not None
+            and (REGISTRIES.exporters.get(recipe.export.type) is REGISTRIES.exporters.get(name))
         ):
             block = recipe.export.model_dump()
         if name == args.to:

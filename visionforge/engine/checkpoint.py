@@ -17,6 +17,7 @@ from torch import nn
 
 from visionforge import storage
 from visionforge.config import Recipe
+from visionforge.engine.label_space import LabelSpace, adopt_label_space
 from visionforge.errors import CheckpointError, StorageError
 from visionforge.interfaces import CategoryMapped
 from visionforge.registry import REGISTRIES
@@ -171,10 +172,15 @@ def load_model(
     if ckpt is not None and checkpoint is not None:
         weights = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
         load_weights(model, weights, checkpoint)
-        if ckpt.get("class_names") is not None:
-            setattr(model, "class_names", list(ckpt["class_names"]))  # noqa: B010
-        if ckpt.get("category_ids") is not None and not isinstance(model, CategoryMapped):
-            # the label space of the training data, unless the model declares its own
-            setattr(model, "category_ids", list(ckpt["category_ids"]))  # noqa: B010
+        names, ids = ckpt.get("class_names"), ckpt.get("category_ids")
+        if isinstance(model, CategoryMapped):
+            # the training data's label space, unless the model declares its own
+            if ids is not None and names is not None:
+                adopt_label_space(model, LabelSpace(list(ids), list(names)))
+        else:
+            if names is not None:
+                setattr(model, "class_names", list(names))  # noqa: B010
+            if ids is not None:
+                setattr(model, "category_ids", list(ids))  # noqa: B010
     model.eval()
     return model, recipe

@@ -58,6 +58,7 @@ from visionforge.engine.evaluation import (
     with_predictions,
 )
 from visionforge.engine.frozen import build_frozen_modules, frozen_input_paths, nested_strings
+from visionforge.engine.label_space import adopt_label_space
 from visionforge.engine.loggers import (
     ConsoleLogger,
     Logger,
@@ -154,6 +155,7 @@ class Trainer:
         self.class_names: list[str] | None = _class_names(self.train_set)
 
         self.model: nn.Module = given.model if given.model is not None else build_model(recipe)
+        adopt_label_space(self.model, self.train_set)
         if cfg.init_checkpoint is not None:
             init = load_checkpoint(cfg.init_checkpoint)
             load_weights(self.model, init["model"], cfg.init_checkpoint)

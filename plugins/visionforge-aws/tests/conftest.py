@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import socketserver
 import threading
@@ -171,9 +172,12 @@ class MotoServer:
 
 
 @pytest.fixture(scope="session")
-def moto_server() -> Iterator[MotoServer]:
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     from moto.server import ThreadedMotoServer
 
+    # the recorder's file (default: ./moto_recording in the working folder) goes to a temp dir
+    recording = tmp_path_factory.mktemp("moto") / "recording"
+    os.environ["MOTO_RECORDER_FILEPATH"] = str(recording)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

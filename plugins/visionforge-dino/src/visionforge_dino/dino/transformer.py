@@ -19,8 +19,10 @@ from visionforge_dino.ops import MultiScaleDeformableAttention
 
 
 def inverse_sigmoid(x: Tensor, eps: float = 1e-3) -> Tensor:
-    """``logit`` of ``x`` clamped to ``[eps, 1 - eps]`` (the original's ``eps``)."""
-    x = x.clamp(min=0, max=1)
+    """``log(x / (1 - x))`` with both terms floored at ``eps`` (the original's formula), for
+    ``x`` in ``[0, 1]`` (sigmoid outputs and clamped boxes are). The original also clamps
+    ``x`` to ``[0, 1]`` first, a no-op on such inputs that torch.onnx's optimizer turns into
+    an invalid graph."""
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
