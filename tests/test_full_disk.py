@@ -136,3 +136,24 @@ def test_export_on_a_full_disk_names_the_output(small_disk: Mount) -> None:
             torch.nn.Linear(64, 64), out=str(out), example=torch.randn(1, 64)
         )
     assert sorted(p.name for p in disk.iterdir()) == ["filler"]
+
+
+def test_dataset_conversion_into_a_full_disk_names_the_file(
+    small_disk: Mount, tmp_path: Path
+) -> None:
+    """``coco convert`` (YOLO -> COCO, copied images) on a disk too small for the images:
+    the error names the output file and the space; no output folder appears."""
+    from visionforge_coco.convert import yolo_to_coco
+    from visionforge_coco.synthetic import ShapesSpec, write_synthetic
+
+    source = tmp_path / "yolo"
+    write_synthetic(source, ShapesSpec(num_images=12, image_size=256), "yolo", progress=False)
+    disk = small_disk(2 * 2**20)
+    fill(disk, 60_000)
+    out = disk / "coco"
+    with pytest.raises(StorageError) as raised:
+        yolo_to_coco(source, out, split="train", link="copy")
+    message = str(raised.value)
+    assert str(out) in message and "no space left on device" in message
+    assert "needs about" in message and "had" in message, message
+    assert not out.exists()

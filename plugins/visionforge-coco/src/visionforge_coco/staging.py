@@ -1,6 +1,7 @@
 """Write an output directory as a whole: build it in a temporary sibling, swap it in at the end.
 
-A failure leaves the previous output (or nothing) in place, never a half-written directory.
+A failure leaves the previous output (or nothing) in place, never a half-written directory;
+a write that fails (a full device) names the output file, the space it needed and had.
 Outputs identical to the previous run's are carried over as hard links of the old files,
 so unchanged images and annotation files are not rewritten (same inode, same mtime).
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from visionforge import storage
 from visionforge_coco.problems import DataFormatError
 
 LinkMode = Literal["copy", "hard", "sym"]
@@ -89,7 +91,8 @@ class StagedDir:
             if mode == "hard":
                 os.link(src, target)
             else:
-                shutil.copy2(src, target)
+                with storage.write_errors(self.final / rel, needed=os.path.getsize(src)):
+                    shutil.copy2(src, target)
         except OSError as err:
             if mode == "hard" and err.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK):
                 raise DataFormatError(
@@ -107,7 +110,8 @@ class StagedDir:
         unchanged = old.is_file() and old.stat().st_size == len(data) and old.read_bytes() == data
         if unchanged and self._reuse(rel, target):
             return
-        target.write_bytes(data)
+        with storage.write_errors(self.final / rel, needed=len(data)):
+            target.write_bytes(data)
         with self._lock:
             self.rewritten += 1
 
