@@ -25,11 +25,12 @@ def minimal() -> dict:
     return yaml.safe_load(QUICKSTART.read_text())
 
 
-def test_minimal_recipe_validates_with_defaults() -> None:
+def test_quickstart_recipe_validates_and_fills_defaults() -> None:
     recipe = load_recipe(QUICKSTART)
     assert recipe.name == "quickstart"
     assert recipe.trainer.output == str(Path("runs") / "quickstart")
-    assert recipe.schedule.type == "constant"
+    assert recipe.schedule.type == "cosine" and recipe.schedule.warmup_epochs == 1
+    assert recipe.schedule.min_lr == 0.0  # a default: the recipe does not set it
     assert recipe.optimizer.type == "sgd" and recipe.optimizer.momentum == 0.9
     assert recipe.model.fields() == {"name": "resnet18", "num_classes": 4}
 
