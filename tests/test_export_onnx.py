@@ -179,6 +179,11 @@ def test_onnx_exporter_follows_the_exporter_protocol(tmp_path: Path) -> None:
     assert isinstance(exporter, Exporter)
     assert exporter.source_kinds == ("model",)
     artifact = exporter.export(TwoHeads(), out=str(tmp_path / "heads.onnx"))
+    # the default example holds two items: a batch axis traced at 1 would be specialized
+    assert artifact.manifest["input"]["shape"] == [2, 4]
+    assert artifact.manifest["dynamic_batch"] is True
+    fixed = build_onnx(OnnxExporterConfig(input_size=(4,), dynamic_batch=False))
+    artifact = fixed.export(TwoHeads(), out=str(tmp_path / "fixed.onnx"))
     assert artifact.manifest["input"]["shape"] == [1, 4]
 
 

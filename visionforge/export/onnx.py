@@ -231,7 +231,8 @@ class OnnxExporter:
                     f"{out}: no example input; pass example= or set export.input_size "
                     "(C,H,W), e.g. --set export.input_size=[3,224,224]"
                 )
-            shape = (1, *self.cfg.input_size)
+            # two images: torch.export specializes a batch axis traced at size 1
+            shape = (2 if self.cfg.dynamic_batch else 1, *self.cfg.input_size)
             return torch.randn(shape, generator=torch.Generator().manual_seed(0))
         if not isinstance(example, torch.Tensor):
             raise ExportError(f"{out}: the example input must be a tensor, got {type(example)}")
