@@ -534,15 +534,19 @@ def _merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]
 def _export_model(
     recipe: Recipe, checkpoint: str | None, block: Mapping[str, Any]
 ) -> tuple[Any, Recipe, torch.Tensor]:
-    """(model on the CPU in eval mode, its recipe, a seeded example batch of one)."""
+    """(model on the CPU in eval mode, its recipe, a seeded example batch: two images for a
+    dynamic batch axis, which torch.export would specialize if traced at one)."""
     import torch
 
+    from visionforge.components.configs import OnnxExporterConfig
     from visionforge.engine import load_model
 
-    shape = example_shape(recipe, REGISTRIES.exporters.validate(block, "export"))
+    cfg = REGISTRIES.exporters.validate(block, "export")
+    shape = example_shape(recipe, cfg)
     model, recipe = load_model(recipe, checkpoint)
     model.cpu().eval()
-    example = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0))
+    batch = 2 if isinstance(cfg, OnnxExporterConfig) and cfg.dynamic_batch else 1
+    example = torch.randn((batch, *shape), generator=torch.Generator().manual_seed(0))
     return model, recipe, example
 
 
