@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 import torchvision
+from make_detr_golden import _Float64Torch, seeded  # the same seeding rule and dtype shim
 
 SIZES: dict[str, Any] = {
     "enc_layers": 2,
@@ -44,22 +45,6 @@ SIZES: dict[str, Any] = {
 }
 IMAGE_SHAPE = (2, 3, 256, 320)
 IMAGE_SEED = 4321
-
-
-def seeded(shape: tuple[int, ...], seed: int, std: float) -> torch.Tensor:
-    """The regeneration rule the tests use for each ``weights`` entry."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=generator, dtype=torch.float64) * std
-
-
-class _Float64Torch(types.ModuleType):
-    """``torch`` as seen by the original's position/proposal helpers: float32 is float64."""
-
-    def __init__(self) -> None:
-        super().__init__("torch")
-
-    def __getattr__(self, name: str) -> Any:
-        return torch.float64 if name == "float32" else getattr(torch, name)
 
 
 def _canonical(key: str) -> str:
