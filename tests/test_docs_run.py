@@ -281,6 +281,7 @@ def test_every_block_runs_or_says_why_not() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # every RUN block in one test: a few minutes idle, more when shared
 def test_documented_commands_run_as_written(tmp_path: Path) -> None:
     by_key = {b.key: b for b in blocks()}
     (tmp_path / "examples").symlink_to(ROOT / "examples")
