@@ -14,12 +14,12 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from visionforge_dino.detr.backbone import ResNetBackbone
-from visionforge_dino.detr.model import image_sizes, padding_mask, plain_images
+from visionforge_dino.detr.model import MLP, image_sizes, padding_mask, plain_images
 from visionforge_dino.detr.position_encoding import SinePositionEncoding
 from visionforge_dino.detr.targets import normalize_targets
 from visionforge_dino.detr.weights import WeightsReport
 from visionforge_dino.dino.denoising import DenoisingQueries, denoising_queries
-from visionforge_dino.dino.transformer import MLP, DeformableTransformer, inverse_sigmoid
+from visionforge_dino.dino.transformer import DeformableTransformer, inverse_sigmoid
 
 PRIOR_PROBABILITY = 0.01
 """Initial sigmoid score of every class (the focal-loss prior of RetinaNet and DINO)."""
@@ -35,6 +35,14 @@ def _projection(in_channels: int, dim: int, groups: int, *, downsample: bool) ->
     assert conv.bias is not None
     nn.init.zeros_(conv.bias)
     return nn.Sequential(conv, nn.GroupNorm(groups, dim))
+
+
+def _predict_zeros(head: MLP) -> None:
+    """Start a box-delta head at zero (DINO's init: the first boxes are the anchors)."""
+    last = head.layers[-1]
+    assert isinstance(last, nn.Linear)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
 
 
 def top_detections(
@@ -104,7 +112,7 @@ class DINO(nn.Module):
         for head in (self.class_embed, transformer.enc_out_class_embed):
             nn.init.constant_(head.bias, bias)
         for box_head in (self.bbox_embed, transformer.enc_out_bbox_embed):
-            box_head.zero_last_layer()
+            _predict_zeros(box_head)
         self.num_classes = num_classes
         self.num_queries = transformer.num_queries
         self.dn_number = dn_number

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from visionforge_dino.detr.model import MLP
 from visionforge_dino.ops import MultiScaleDeformableAttention
 
 
@@ -24,31 +25,6 @@ def inverse_sigmoid(x: Tensor, eps: float = 1e-3) -> Tensor:
     ``x`` to ``[0, 1]`` first, a no-op on such inputs that torch.onnx's optimizer turns into
     an invalid graph."""
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
-
-
-class MLP(nn.Module):
-    """``num_layers`` linear layers with ReLU between them (``layers.N`` as the original)."""
-
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
-        super().__init__()
-        sizes = [input_dim] + [hidden_dim] * (num_layers - 1)
-        outputs = [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Linear(n, k) for n, k in zip(sizes, outputs, strict=True))
-
-    def zero_last_layer(self) -> None:
-        """Start predicting zeros (DINO's init of its box-delta heads)."""
-        last = self.layers[-1]
-        assert isinstance(last, nn.Linear)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        last = len(self.layers) - 1
-        for index, layer in enumerate(self.layers):
-            x = layer(x)
-            if index < last:
-                x = F.relu(x)
-        return x
 
 
 def box_sine_embedding(boxes: Tensor, dim_per_coord: int, temperature: float = 10000.0) -> Tensor:
