@@ -540,12 +540,13 @@ def _export_model(
 
     from visionforge.components.configs import OnnxExporterConfig
     from visionforge.engine import load_model
+    from visionforge.export.onnx import example_batch_size
 
     cfg = REGISTRIES.exporters.validate(block, "export")
     shape = example_shape(recipe, cfg)
     model, recipe = load_model(recipe, checkpoint)
     model.cpu().eval()
-    batch = 2 if isinstance(cfg, OnnxExporterConfig) and cfg.dynamic_batch else 1
+    batch = example_batch_size(cfg) if isinstance(cfg, OnnxExporterConfig) else 1
     example = torch.randn((batch, *shape), generator=torch.Generator().manual_seed(0))
     return model, recipe, example
 

@@ -53,6 +53,12 @@ def build_onnx(cfg: OnnxExporterConfig) -> OnnxExporter:
     return OnnxExporter(cfg)
 
 
+def example_batch_size(cfg: OnnxExporterConfig) -> int:
+    """Images in an export example: two for a dynamic batch axis (torch.export specializes
+    an axis traced at size 1), else one."""
+    return 2 if cfg.dynamic_batch else 1
+
+
 def export_network(model: nn.Module) -> nn.Module:
     """The tensor-in/tensor-out network of ``model`` (``export_module()`` when it has one)."""
     export_module = getattr(model, "export_module", None)
@@ -231,8 +237,7 @@ class OnnxExporter:
                     f"{out}: no example input; pass example= or set export.input_size "
                     "(C,H,W), e.g. --set export.input_size=[3,224,224]"
                 )
-            # two images: torch.export specializes a batch axis traced at size 1
-            shape = (2 if self.cfg.dynamic_batch else 1, *self.cfg.input_size)
+            shape = (example_batch_size(self.cfg), *self.cfg.input_size)
             return torch.randn(shape, generator=torch.Generator().manual_seed(0))
         if not isinstance(example, torch.Tensor):
             raise ExportError(f"{out}: the example input must be a tensor, got {type(example)}")
