@@ -102,6 +102,17 @@ def test_a_new_trainer_refuses_a_folder_holding_a_run(tmp_path: Path) -> None:
         Trainer(tiny_recipe(tmp_path / "run"))
 
 
+def test_exist_ok_replaces_the_whole_run(tmp_path: Path) -> None:
+    """Overwriting on request leaves nothing of the old run (an old export would otherwise
+    sit beside the new checkpoints as if it came from them)."""
+    folder = make_run(tmp_path / "run", "manifest.json", "last.ckpt", "best.onnx")
+    Trainer(tiny_recipe(folder), exist_ok=True)
+    assert folder.is_dir() and list(folder.iterdir()) == []
+    kept = make_run(tmp_path / "notes", "notes.txt")  # not a run: nothing to overwrite
+    Trainer(tiny_recipe(kept), exist_ok=True)
+    assert (kept / "notes.txt").exists()
+
+
 def write_recipe(path: Path, **trainer: object) -> Path:
     data = tiny_recipe_data("unused", trainer={"epochs": 1, "max_steps_per_epoch": 2, **trainer})
     del data["trainer"]["output"], data["name"], data["data"]["val"], data["evaluator"]

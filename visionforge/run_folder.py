@@ -43,6 +43,17 @@ def check_new_run_folder(folder: str) -> None:
         )
 
 
+def clear_run_folder(folder: str) -> None:
+    """Empty ``folder`` (a local path or URL) if it holds a run: ``--exist-ok`` overwrites
+    the whole run, so no file of the old one (an exported model, a report) stays beside the
+    new one looking like its output."""
+    if not holds_run(folder):
+        return
+    fs, path = storage.filesystem(folder)
+    fs.rm(path, recursive=True)
+    fs.makedirs(path, exist_ok=True)
+
+
 def _numbered(base: str, number: int) -> str:
     return base if number == 1 else f"{base.rstrip('/')}-{number}"
 

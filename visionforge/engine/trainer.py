@@ -83,7 +83,7 @@ from visionforge.interfaces import (
 )
 from visionforge.lineage import MANIFEST_SUFFIX, manifest_path, write_manifest
 from visionforge.registry import OBJECT_NAMESPACE, REGISTRIES
-from visionforge.run_folder import LAST, check_new_run_folder
+from visionforge.run_folder import LAST, check_new_run_folder, clear_run_folder
 
 BEST = "best.ckpt"
 SHORT_RUN_STEPS = 1000
@@ -140,6 +140,8 @@ class Trainer:
             check_new_run_folder(self.output)
         require_installed(cfg.loggers)
         self.dist = distributed.setup(cfg.device)
+        if not resume and exist_ok and self.dist.is_main:
+            clear_run_folder(self.output)
         self.device = self.dist.device
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
