@@ -33,6 +33,7 @@ from typing import IO, TYPE_CHECKING, Literal, TextIO
 from visionforge import storage
 from visionforge.components.configs import LocalRunnerConfig
 from visionforge.config import Recipe
+from visionforge.run_folder import clear_run_folder
 from visionforge.runners import RunFailedError, records
 from visionforge.runners.records import RunRecord
 
@@ -236,6 +237,10 @@ class TorchrunRun:
         self._error: BaseException | None = None
         self.train_result: TrainResult | None = None
         self._stopped = False
+        if options.exist_ok and not resume:
+            # before this run's own log and recipe land there (the trainer would find no run
+            # left to clear, and must not delete them)
+            clear_run_folder(self.output)
         remote = storage.is_remote(self.output)
         self._local_dir = Path(
             tempfile.mkdtemp(prefix="visionforge-torchrun-")
