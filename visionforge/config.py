@@ -183,6 +183,18 @@ class LoaderConfig(BaseModel):
     pin_memory: bool = False
     persistent_workers: bool = False
     prefetch_factor: int | None = Field(None, ge=1)
+    backend: Literal["torch", "dali"] = Field(
+        "torch",
+        description="torch: DataLoader worker processes; dali: an NVIDIA DALI pipeline built by "
+        "the dataset (num_workers = its CPU threads; nvJPEG on a CUDA training device), for "
+        "datasets that offer one (imagenet_folder); exact resume on the same backend only",
+    )
+    backend_fallback: Literal["warn", "error"] = Field(
+        "warn",
+        description="when the backend or the decoder cannot run here (DALI not installed, no "
+        "CUDA for device decoding): warn = one log line naming what is missing, then the "
+        "torch/CPU path; error = stop with that line",
+    )
 
 
 class DataConfig(BaseModel):

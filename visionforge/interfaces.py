@@ -9,7 +9,7 @@ probed with ``hasattr``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, runtime_checkable
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from torch import nn
     from torchvision import tv_tensors
 
-    from visionforge.config import Recipe
+    from visionforge.config import LoaderConfig, Recipe
 
 # ----------------------------------------------------------------------------- batches
 
@@ -100,6 +100,40 @@ class CollatingDataset(Protocol):
     """A dataset whose items need their own collate (e.g. detection: padding + mask)."""
 
     def collate_fn(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class BatchLoader(Protocol):
+    """Collated training/eval batches from something other than a torch ``DataLoader`` (a
+    DALI pipeline, a loader that decodes on the device). ``dataset`` is the (seeded) dataset
+    it serves; ``backend`` names what actually runs (``torch-nvjpeg``, ``dali-cpu``,
+    ``dali-mixed``): checkpoints record it, a resume on another one says so."""
+
+    backend: str
+    dataset: Any
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def __len__(self) -> int: ...
+
+
+@runtime_checkable
+class LoaderProvider(Protocol):
+    """A dataset that builds its own loader for ``data.loader`` (``backend: dali``, device
+    decoding). ``seeded`` is the trainer's seeded wrapper of it, ``sampler`` yields its
+    ``(epoch, index)`` keys; None means: the standard torch DataLoader."""
+
+    def make_loader(
+        self,
+        seeded: Any,
+        sampler: Any,
+        batch_size: int,
+        cfg: LoaderConfig,
+        seed: int,
+        *,
+        pin_memory: bool,
+        device: torch.device,
+    ) -> BatchLoader | None: ...
 
 
 @runtime_checkable

@@ -20,6 +20,8 @@ from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 from visionforge.config import LoaderConfig
 from visionforge.engine.signals import protect_loader_worker, stop_signals_blocked
+from visionforge.errors import ConfigError
+from visionforge.interfaces import BatchLoader, LoaderProvider
 
 SampleKey = tuple[int, int]
 
@@ -171,6 +173,39 @@ def default_num_workers() -> int:
 
 
 def make_loader(
+    dataset: Any,
+    sampler: Sampler[Any],
+    batch_size: int,
+    cfg: LoaderConfig,
+    seed: int,
+    pin_memory: bool,
+    device: torch.device | None = None,
+) -> DataLoader[Any] | BatchLoader:
+    """The loader ``data.loader`` asks for: the dataset's own when it is a
+    :class:`~visionforge.interfaces.LoaderProvider` that builds one, else
+    :func:`torch_loader`. ``device`` is the training device batches go to."""
+    inner = dataset.dataset if isinstance(dataset, SeededDataset) else dataset
+    if isinstance(inner, LoaderProvider):
+        own = inner.make_loader(
+            dataset,
+            sampler,
+            batch_size,
+            cfg,
+            seed,
+            pin_memory=pin_memory,
+            device=device or torch.device("cpu"),
+        )
+        if own is not None:
+            return own
+    elif cfg.backend != "torch":
+        raise ConfigError(
+            f"data.loader.backend: {cfg.backend!r} needs a dataset that builds such a pipeline "
+            f"(imagenet_folder does); {type(inner).__name__} does not: use backend: torch"
+        )
+    return torch_loader(dataset, sampler, batch_size, cfg, seed, pin_memory)
+
+
+def torch_loader(
     dataset: Any,
     sampler: Sampler[Any],
     batch_size: int,

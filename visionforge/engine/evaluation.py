@@ -25,6 +25,7 @@ from visionforge.engine.checkpoint import load_model
 from visionforge.engine.data import SampleKey, SeededDataset, make_loader
 from visionforge.errors import ConfigError
 from visionforge.interfaces import (
+    BatchLoader,
     CategoryMapped,
     DetailedEvaluator,
     Evaluator,
@@ -136,7 +137,7 @@ class ShardSampler(Sampler[SampleKey]):
 @torch.no_grad()
 def run_evaluation(
     model: nn.Module,
-    loader: DataLoader[Any],
+    loader: DataLoader[Any] | BatchLoader,
     device: torch.device,
     *,
     evaluator: Evaluator | None,
@@ -173,8 +174,14 @@ def run_evaluation(
 
 
 def eval_loader(
-    dataset: Any, recipe: Recipe, pin_memory: bool, *, rank: int = 0, world_size: int = 1
-) -> DataLoader[Any]:
+    dataset: Any,
+    recipe: Recipe,
+    pin_memory: bool,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    device: torch.device | None = None,
+) -> DataLoader[Any] | BatchLoader:
     """Sequential loader over this rank's share of the dataset, seeded like the trainer's."""
     seed = recipe.trainer.seed
     sampler = ShardSampler(len(dataset), rank, world_size)
@@ -185,6 +192,7 @@ def eval_loader(
         recipe.data.loader,
         seed,
         pin_memory,
+        device,
     )
 
 
@@ -243,7 +251,7 @@ def evaluate(
         loss_fn.to(device)
     metrics = run_evaluation(
         model,
-        eval_loader(dataset, recipe, pin_memory=device.type == "cuda"),
+        eval_loader(dataset, recipe, pin_memory=device.type == "cuda", device=device),
         device,
         evaluator=evaluator,
         loss_fn=loss_fn,

@@ -75,6 +75,7 @@ from visionforge.engine.output import RunOutput
 from visionforge.engine.signals import StopSignal
 from visionforge.errors import CheckpointError, ConfigError, VisionforgeError
 from visionforge.interfaces import (
+    BatchLoader,
     Dataset,
     Evaluator,
     Loss,
@@ -290,6 +291,7 @@ class Trainer:
             self.recipe.data.loader,
             cfg.seed,
             pin,
+            self.device,
         )
         self.val_loader = (
             eval_loader(
@@ -298,6 +300,7 @@ class Trainer:
                 pin,
                 rank=self.dist.rank,
                 world_size=self.dist.world_size,
+                device=self.device,
             )
             if self.val_set is not None
             else None
@@ -377,6 +380,7 @@ class Trainer:
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self._check_batch_settings(ckpt, source)
+        self._check_data_backend(ckpt, source)
         position = ckpt["position"]
         self.epoch = int(position["epoch"])
         self.step_in_epoch = int(position["step_in_epoch"])
@@ -430,6 +434,23 @@ class Trainer:
                 f"note: {source} was written with batch_size, grad_accum_steps, processes = "
                 f"{old}, now {new}; the epoch position is kept in optimizer steps, so the "
                 "rest of this epoch will not match the interrupted run exactly"
+            )
+
+    @property
+    def data_backend(self) -> str:
+        """What loads the training batches: ``torch`` or the dataset's own loader's name."""
+        return self.loader.backend if isinstance(self.loader, BatchLoader) else "torch"
+
+    def _check_data_backend(self, ckpt: Mapping[str, Any], source: str) -> None:
+        """Say so when the batches came from another loader backend (exact resume is only
+        promised on the same one)."""
+        before = ckpt.get("data_backend", "torch")
+        if before != self.data_backend and self.dist.is_main:
+            print(
+                f"note: {source} was trained with the {before} data backend, now "
+                f"{self.data_backend}; the crops and flips stay the same but decoded pixels "
+                "differ slightly, so the rest of this run will not match the interrupted run "
+                "exactly"
             )
 
     # ----------------------------------------------------------------- fit
@@ -719,6 +740,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": rng,
             "position": self.position(),
+            "data_backend": self.data_backend,
             "metrics": dict(self.metrics),
             "best_metric": self.best_metric,
             "class_names": self.class_names,

@@ -25,12 +25,15 @@ class ResNetConfig(ComponentConfig):
 class ImageNetFolderConfig(ImageFolderConfig):
     """``image_folder`` with the ImageNet augmentation spelled out and a choice of decoder."""
 
-    decoder: Literal["reduced", "full"] = Field(
+    decoder: Literal["reduced", "full", "nvjpeg"] = Field(
         "reduced",
         description=(
-            "reduced: JPEGs decoded by libjpeg-turbo (simplejpeg) at the largest DCT "
-            "reduction that still covers the crop/resize; full: torchvision decode_image of "
-            "every pixel, then transforms v2 (the core image_folder pipeline)"
+            "torch backend's decoder. reduced: JPEGs decoded by libjpeg-turbo (simplejpeg) at "
+            "the largest DCT reduction that still covers the crop/resize; full: torchvision "
+            "decode_image of every pixel, then transforms v2 (the core image_folder pipeline); "
+            "nvjpeg: workers only read files and draw crops, the CUDA training device decodes "
+            "the batch (torchvision decode_jpeg) and crops, resizes, flips there (reduced "
+            "without CUDA). data.loader.backend: dali replaces all three"
         ),
     )
     scale: tuple[float, float] = Field(

@@ -9,29 +9,29 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 
 from visionforge.components.datasets import ImageFolder
+from visionforge.config import LoaderConfig
 from visionforge.errors import StorageError
+from visionforge.interfaces import BatchLoader
 from visionforge_resnet.configs import ImageNetFolderConfig
 from visionforge_resnet.reduced_decode import ReducedDecodeEval, ReducedDecodeTrain
 
 BytesTransform = ReducedDecodeTrain | ReducedDecodeEval
 
 
-class ReducedDecodeImageFolder(ImageFolder):
-    """:class:`~visionforge.components.datasets.ImageFolder` whose items are decoded from the
-    file's bytes by a :class:`ReducedDecodeTrain` / :class:`ReducedDecodeEval` step (crop,
-    resize and flip included), then optionally normalized."""
+class ImageNetFolder(ImageFolder):
+    """The ``imagenet_folder`` dataset: :class:`~visionforge.components.datasets.ImageFolder`
+    that knows its augmentation (``config``) and builds the loader ``data.loader`` asks for
+    (:class:`~visionforge.interfaces.LoaderProvider`: DALI, or decoding on the device)."""
 
     def __init__(
         self,
         root: str,
-        decode: BytesTransform,
+        config: ImageNetFolderConfig,
         *,
-        extensions: tuple[str, ...],
-        normalize: v2.Transform | None = None,
+        transform: v2.Transform | None = None,
     ) -> None:
-        super().__init__(root, transform=None, extensions=extensions)
-        self.decode = decode
-        self.normalize = normalize
+        super().__init__(root, transform=transform, extensions=config.extensions)
+        self.config = config
 
     def read_bytes(self, index: int) -> bytes:
         """The encoded file of sample ``index``."""
@@ -43,6 +43,50 @@ class ReducedDecodeImageFolder(ImageFolder):
                 return file.read()
         except FileNotFoundError:
             raise StorageError(f"{self._display(path)}: file not found") from None
+
+    def display_path(self, index: int) -> str:
+        """The file of sample ``index`` as the user wrote the root (a URL when remote)."""
+        return self._display(str(self._paths[index]))
+
+    def label_of(self, index: int) -> int:
+        return int(self._labels[index])
+
+    def make_loader(
+        self,
+        seeded: Any,
+        sampler: Any,
+        batch_size: int,
+        cfg: LoaderConfig,
+        seed: int,
+        *,
+        pin_memory: bool,
+        device: torch.device,
+    ) -> BatchLoader | None:
+        """DALI for ``backend: dali``, device decoding for ``decoder: nvjpeg``, else None
+        (the standard DataLoader); falls back as ``data.loader.backend_fallback`` says."""
+        from visionforge_resnet.backends import build_loader
+
+        return build_loader(
+            self, seeded, sampler, batch_size, cfg, seed, pin_memory=pin_memory, device=device
+        )
+
+
+class ReducedDecodeImageFolder(ImageNetFolder):
+    """:class:`ImageNetFolder` whose items are decoded from the file's bytes by a
+    :class:`ReducedDecodeTrain` / :class:`ReducedDecodeEval` step (crop, resize and flip
+    included), then optionally normalized."""
+
+    def __init__(
+        self,
+        root: str,
+        config: ImageNetFolderConfig,
+        decode: BytesTransform,
+        *,
+        normalize: v2.Transform | None = None,
+    ) -> None:
+        super().__init__(root, config)
+        self.decode = decode
+        self.normalize = normalize
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         data = self.read_bytes(index)
@@ -96,10 +140,11 @@ def _normalize_steps(cfg: ImageNetFolderConfig) -> list[v2.Transform]:
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(cfg.mean), list(cfg.std))]
 
 
-def build_imagenet_folder(cfg: ImageNetFolderConfig) -> ImageFolder:
-    """The ``imagenet_folder`` dataset (``decoder: reduced`` or ``full``)."""
+def build_imagenet_folder(cfg: ImageNetFolderConfig) -> ImageNetFolder:
+    """The ``imagenet_folder`` dataset (``decoder: reduced``, ``full`` or ``nvjpeg``; items
+    of ``nvjpeg`` read directly, or when it falls back, decode as ``reduced``)."""
     if cfg.decoder == "full" or cfg.augment == "none":
-        return ImageFolder(cfg.root, transform=reference_transforms(cfg), extensions=cfg.extensions)
+        return ImageNetFolder(cfg.root, cfg, transform=reference_transforms(cfg))
     interpolation = _interpolation(cfg.interpolation)
     decode: BytesTransform
     if cfg.augment == "train":
@@ -115,8 +160,5 @@ def build_imagenet_folder(cfg: ImageNetFolderConfig) -> ImageFolder:
         decode = ReducedDecodeEval(cfg.image_size, resize, interpolation)
     steps = _normalize_steps(cfg)
     return ReducedDecodeImageFolder(
-        cfg.root,
-        decode,
-        extensions=cfg.extensions,
-        normalize=v2.Compose(steps) if steps else None,
+        cfg.root, cfg, decode, normalize=v2.Compose(steps) if steps else None
     )
