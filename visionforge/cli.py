@@ -191,6 +191,16 @@ def _detach(runner: Any) -> None:
         runner.detach = True
 
 
+def _dry_run(runner: Any, recipe: Recipe) -> int:
+    """Print what the runner would submit; launch nothing."""
+    from visionforge.interfaces import DryRunner
+
+    if not isinstance(runner, DryRunner):
+        raise ConfigError(f"--dry-run: the {type(runner).__name__} runner does not support it")
+    print(runner.dry_run(recipe))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a recipe with its runner into a new run folder (or resume one); print metrics.
 
@@ -209,6 +219,8 @@ def _train(args: argparse.Namespace) -> int:
     overrides = [*args.overrides, *(["runner.upload_local=true"] if args.upload_local else [])]
     recipe = load_recipe(args.recipe, overrides)
     runner = REGISTRIES.runners.build(recipe.runner.as_dict(), "runner")
+    if args.dry_run:
+        return _dry_run(runner, recipe)
     options = _run_options(runner, args)
     resume: bool | str = False
     if args.resume is not False:
@@ -702,6 +714,12 @@ def _add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--upload-local",
         action="store_true",
         help="remote runners: upload the recipe's local input paths (else they are refused)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="remote runners: print the requests and start-up script they would send; "
+        "upload and launch nothing",
     )
     p.set_defaults(func=cmd_train)
 

@@ -325,6 +325,16 @@ class Runner(Protocol):
         ...
 
 
+@runtime_checkable
+class DryRunner(Protocol):
+    """A runner that can show what ``submit`` would send without sending it
+    (``visionforge train RECIPE --dry-run``)."""
+
+    def dry_run(self, recipe: Recipe) -> str:
+        """The requests and scripts of a submission, as text; nothing is launched."""
+        ...
+
+
 # ------------------------------------------------------------ artifacts and exporters
 
 

@@ -26,7 +26,7 @@ from visionforge.runners import RunFailedError, records
 from visionforge.runners.records import RunRecord
 from visionforge_aws import bundle, costs, safetar
 from visionforge_aws.configs import SageMakerRunnerConfig
-from visionforge_aws.sync import sync
+from visionforge_aws.remote_inputs import split_inputs, upload_input
 
 CHECKPOINT_DIR = "/opt/ml/checkpoints"
 CHECKPOINT_ENV = "VISIONFORGE_CHECKPOINT_DIR"
@@ -85,18 +85,7 @@ class SageMakerRunner:
     def check_inputs(self, recipe: Recipe) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         """(local, remote) input paths; local ones are refused, each named, unless
         ``upload_local``, and remote ones must be s3:// URLs."""
-        local = [(f, p) for f, p in recipe.input_paths() if not storage.is_remote(p)]
-        other = [(f, p) for f, p in recipe.input_paths() if storage.is_remote(p)]
-        for field, url in other:
-            if not url.startswith("s3://"):
-                raise ConfigError(f"{field}: {url}: SageMaker reads inputs from s3:// only")
-        if local and not self.cfg.upload_local:
-            named = "; ".join(f"{f}: {p}" for f, p in local)
-            raise ConfigError(
-                f"local paths cannot be reached from SageMaker: {named}; put them on S3 "
-                "(visionforge aws sync PATH s3://...) and use the URLs, or pass --upload-local"
-            )
-        return local, other
+        return split_inputs(recipe, upload_local=self.cfg.upload_local, service="SageMaker")
 
     def plan_inputs(self, recipe: Recipe, run_prefix: str) -> tuple[dict[str, Any], list[str]]:
         """The channels for the recipe's inputs and the notes about uploads.
@@ -109,18 +98,8 @@ class SageMakerRunner:
         local, other = self.check_inputs(recipe)
         notes = []
         for field, path in local:
-            source = Path(path).expanduser()
-            if not source.exists():
-                raise ConfigError(f"{field}: {path} does not exist")
             url = f"{run_prefix}/inputs/{channel_name(field)}"
-            if source.is_dir():
-                report = sync(source, url, progress=sys.stderr.isatty())
-                if not report.ok:
-                    raise ConfigError(f"{field}: uploading {path} failed: {report.failed}")
-                target, is_file = url, False
-            else:
-                target, is_file = f"{url}/{source.name}", True
-                storage.put_file(source, target)
+            target, is_file = upload_input(field, path, url)
             notes.append(f"{field}: uploaded {path} to {target}")
             other.append((field, target))
             fields[channel_name(field)] = [field, is_file]
