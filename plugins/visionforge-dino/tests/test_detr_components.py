@@ -139,7 +139,8 @@ def test_output_shapes_in_training_and_export(tiny: DETR) -> None:
         detections = tiny.postprocess(
             tiny({"image": images, "mask": mask}), {"image": images, "mask": mask}
         )
-        boxes, scores, labels = tiny.export_module()(images)
+        graph = tiny.export_module()(images)
+    boxes, scores, labels = graph["boxes"], graph["scores"], graph["labels"]
     assert [d["boxes"].shape for d in detections] == [(5, 4), (5, 4)]
     assert detections[1]["boxes"][:, 1::2].max() <= 40 + 1e-4  # scaled to the unpadded 40 rows
     assert boxes.shape == (2, 5, 4) and scores.shape == (2, 5) and labels.shape == (2, 5)

@@ -73,6 +73,14 @@ def detections_from_logits(
     return box_convert(pred_boxes, "cxcywh", "xyxy") * scale, scores, labels
 
 
+def detection_outputs(
+    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """An inference graph's outputs by name: the ONNX exporter names the graph's outputs
+    after these keys (``boxes``, ``scores``, ``labels``), in this order."""
+    return {"boxes": boxes, "scores": scores, "labels": labels}
+
+
 class DETR(nn.Module):
     """DETR (Carion et al., 2020). ``forward(batch)`` with ``batch["image"]`` ``[B,3,H,W]``
     (normalized) and optional ``batch["mask"]`` ``Bool[B,H,W]`` (True = padding) returns
@@ -156,8 +164,9 @@ class DETR(nn.Module):
         ]
 
     def export_module(self) -> nn.Module:
-        """``image [B,3,H,W] -> (boxes [B,Q,4] xyxy px of that image, scores [B,Q], labels
-        [B,Q])``, for ONNX (any H, W: nothing depends on a fixed size)."""
+        """``image [B,3,H,W] -> {"boxes" [B,Q,4] xyxy px of that image, "scores" [B,Q],
+        "labels" [B,Q]}``, for ONNX (the keys name the graph's outputs; any H, W: nothing
+        depends on a fixed size)."""
         return DetrInferenceGraph(self)
 
 
@@ -168,10 +177,10 @@ class DetrInferenceGraph(nn.Module):
         super().__init__()
         self.detr = detr
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         mask = torch.zeros_like(image[:, 0], dtype=torch.bool)
         logits, boxes = self.detr.predict_raw(image, mask)
         height, width = image.shape[-2:]
         ones = torch.ones_like(image[:, 0, 0, :1])  # [B, 1]: no batch size baked into the graph
         sizes = torch.cat([ones * height, ones * width], dim=1)
-        return detections_from_logits(logits[-1], boxes[-1], sizes)
+        return detection_outputs(*detections_from_logits(logits[-1], boxes[-1], sizes))

@@ -14,7 +14,13 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from visionforge_dino.detr.backbone import ResNetBackbone
-from visionforge_dino.detr.model import MLP, image_sizes, padding_mask, plain_images
+from visionforge_dino.detr.model import (
+    MLP,
+    detection_outputs,
+    image_sizes,
+    padding_mask,
+    plain_images,
+)
 from visionforge_dino.detr.position_encoding import SinePositionEncoding
 from visionforge_dino.detr.targets import normalize_targets
 from visionforge_dino.detr.weights import WeightsReport
@@ -228,8 +234,9 @@ class DINO(nn.Module):
         ]
 
     def export_module(self) -> nn.Module:
-        """``image [B,3,H,W] -> (boxes [B,k,4] xyxy px of that image, scores [B,k], labels
-        [B,k])`` for ONNX; any H, W (nothing depends on a fixed size)."""
+        """``image [B,3,H,W] -> {"boxes" [B,k,4] xyxy px of that image, "scores" [B,k],
+        "labels" [B,k]}`` for ONNX (the keys name the graph's outputs); any H, W (nothing
+        depends on a fixed size)."""
         return DinoInferenceGraph(self)
 
 
@@ -244,9 +251,11 @@ class DinoInferenceGraph(nn.Module):
         super().__init__()
         self.dino = dino
 
-    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, image: Tensor) -> dict[str, Tensor]:
         mask = torch.zeros_like(image[:, 0], dtype=torch.bool)
         raw = self.dino.predict_raw(image, mask)
         height, width = image.shape[-2:]
         sizes = torch.tensor([[height, width]], device=image.device).expand(image.shape[0], 2)
-        return top_detections(raw["logits"][-1], raw["boxes"][-1], sizes, self.dino.num_select)
+        return detection_outputs(
+            *top_detections(raw["logits"][-1], raw["boxes"][-1], sizes, self.dino.num_select)
+        )
