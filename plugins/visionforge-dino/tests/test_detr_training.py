@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from detector_training import overfit
 
 import visionforge
-from visionforge.engine.evaluation import with_predictions
 
 STEPS = 30
 THRESHOLD = 0.25
@@ -22,19 +22,6 @@ THRESHOLD = 0.25
 @pytest.mark.timeout(3600)  # CPU-bound: slow only where the CPUs are shared
 def test_tiny_detr_learns_synthetic_shapes() -> None:
     torch.manual_seed(0)
-    dataset = visionforge.datasets.build(
-        {
-            "type": "synthetic_shapes",
-            "num_images": 8,
-            "shape_size": 64,
-            "num_classes": 2,
-            "min_objects": 1,
-            "max_objects": 2,
-            "min_size": 0.25,
-            "max_size": 0.5,
-            "normalize": True,
-        }
-    )
     model = visionforge.models.build(
         {
             "type": "detr_r50",
@@ -49,9 +36,6 @@ def test_tiny_detr_learns_synthetic_shapes() -> None:
             "dropout": 0.0,
         }
     )
-    criterion = visionforge.losses.build({"type": "detr"})
-    evaluator = visionforge.evaluators.build({"type": "coco_bbox"})
-    batch = dataset.collate_fn([dataset[i] for i in range(len(dataset))])
     backbone = [
         p for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.")
     ]
@@ -61,18 +45,17 @@ def test_tiny_detr_learns_synthetic_shapes() -> None:
     optimizer = torch.optim.AdamW(
         [{"params": rest, "lr": 1e-3}, {"params": backbone, "lr": 1e-4}], weight_decay=1e-4
     )
-    first_loss = None
-    model.train()
-    for _ in range(STEPS):
-        losses = criterion(model(batch), batch)
-        optimizer.zero_grad()
-        losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
-        optimizer.step()
-        first_loss = float(losses["loss"].detach()) if first_loss is None else first_loss
-    model.eval()
-    with torch.no_grad():
-        evaluator.update(with_predictions(model, model(batch), batch), batch)
-    metrics = evaluator.compute()
-    assert float(losses["loss"].detach()) < 0.6 * first_loss
-    assert metrics["AP50"] > THRESHOLD, metrics
+    dataset = {
+        "type": "synthetic_shapes",
+        "num_images": 8,
+        "shape_size": 64,
+        "num_classes": 2,
+        "min_objects": 1,
+        "max_objects": 2,
+        "min_size": 0.25,
+        "max_size": 0.5,
+        "normalize": True,
+    }
+    result = overfit(model, "detr", dataset, optimizer, STEPS)
+    assert result.last_loss < 0.6 * result.first_loss
+    assert result.metrics["AP50"] > THRESHOLD, result.metrics

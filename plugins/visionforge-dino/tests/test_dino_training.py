@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from detector_training import overfit
 
 import visionforge
-from visionforge.engine.evaluation import with_predictions
 
 STEPS = 80
 THRESHOLD = 0.5
@@ -24,19 +24,6 @@ THRESHOLD = 0.5
 @pytest.mark.timeout(3600)  # CPU-bound: slow only where the CPUs are shared
 def test_tiny_dino_learns_synthetic_shapes() -> None:
     torch.manual_seed(0)
-    dataset = visionforge.datasets.build(
-        {
-            "type": "synthetic_shapes",
-            "num_images": 2,
-            "shape_size": 96,
-            "num_classes": 2,
-            "min_objects": 1,
-            "max_objects": 2,
-            "min_size": 0.3,
-            "max_size": 0.5,
-            "normalize": True,
-        }
-    )
     model = visionforge.models.build(
         {
             "type": "dino_r50_4scale",
@@ -53,22 +40,18 @@ def test_tiny_dino_learns_synthetic_shapes() -> None:
             "num_select": 20,
         }
     )
-    criterion = visionforge.losses.build({"type": "dino"})
-    evaluator = visionforge.evaluators.build({"type": "coco_bbox", "plots": False})
-    batch = dataset.collate_fn([dataset[i] for i in range(len(dataset))])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    model.train()
-    first_loss = None
-    for _ in range(STEPS):
-        losses = criterion(model(batch), batch)
-        optimizer.zero_grad()
-        losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
-        optimizer.step()
-        first_loss = float(losses["loss"].detach()) if first_loss is None else first_loss
-    model.eval()
-    with torch.no_grad():
-        evaluator.update(with_predictions(model, model(batch), batch), batch)
-    metrics = evaluator.compute()
-    assert float(losses["loss"].detach()) < 0.5 * first_loss
-    assert metrics["AP50"] > THRESHOLD, metrics
+    dataset = {
+        "type": "synthetic_shapes",
+        "num_images": 2,
+        "shape_size": 96,
+        "num_classes": 2,
+        "min_objects": 1,
+        "max_objects": 2,
+        "min_size": 0.3,
+        "max_size": 0.5,
+        "normalize": True,
+    }
+    result = overfit(model, "dino", dataset, optimizer, STEPS)
+    assert result.last_loss < 0.5 * result.first_loss
+    assert result.metrics["AP50"] > THRESHOLD, result.metrics

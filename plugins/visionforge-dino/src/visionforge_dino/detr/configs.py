@@ -9,16 +9,17 @@ from pydantic import Field, model_validator
 from visionforge.config import ComponentConfig
 
 
-class DetrModelConfig(ComponentConfig):
-    """DETR: ResNet backbone (frozen BN) + sine positions + transformer encoder/decoder.
+class DetectorConfig(ComponentConfig):
+    """What DETR and DINO share: class count and label space, weights, ResNet backbone and
+    transformer sizes. The model configs set their own defaults and add their own fields."""
 
-    Defaults are the paper's (256 wide, 8 heads, 6+6 layers, 2048 FFN, 100 queries)."""
-
-    num_classes: int = Field(91, ge=1, description="classes without no-object (COCO: 91 ids)")
+    num_classes: int = Field(
+        91, ge=1, description="object classes, no-object not counted (COCO: 91 id slots)"
+    )
     weights: str | None = Field(
         None,
-        description="DETR weights to load (official facebookresearch/detr .pth, a visionforge "
-        "checkpoint or a state_dict; local path or URL)",
+        description="weights to load (the official release .pth, a visionforge checkpoint or "
+        "a state_dict; local path or URL)",
     )
     backbone: str = Field("resnet50", description="ResNet name in the backbone_source zoo")
     backbone_source: Literal["torchvision", "timm"] = "torchvision"
@@ -26,26 +27,19 @@ class DetrModelConfig(ComponentConfig):
         None, description="ImageNet weights of the backbone (local torchvision/timm file or URL)"
     )
     train_backbone: bool = Field(True, description="False: freeze the whole backbone")
-    dilation: bool = Field(False, description="dilate the last stage (DETR-DC5)")
     hidden_dim: int = Field(256, ge=2)
     nheads: int = Field(8, ge=1)
-    enc_layers: int = Field(6, ge=0)
     dec_layers: int = Field(6, ge=1)
     dim_feedforward: int = Field(2048, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    pre_norm: bool = Field(False, description="LayerNorm before attention/FFN")
-    num_queries: int = Field(100, ge=1)
-    aux_loss: bool = Field(True, description="also return every decoder layer's predictions")
-    position_temperature: float = Field(10000.0, gt=0)
     category_ids: list[int] | None = Field(
         None,
         description="category id of each class index, when they differ from the dataset's "
-        "labels (None: labels are the dataset's; with num_classes 91, COCO's ids 0..90)",
+        "labels (None: the dataset's; with num_classes 91, COCO's ids 0..90 and names)",
     )
     class_names: list[str] | None = Field(None, description="name of each class index")
 
     @model_validator(mode="after")
-    def _check_sizes(self) -> DetrModelConfig:
+    def _check_shared_sizes(self) -> DetectorConfig:
         if self.hidden_dim % self.nheads:
             raise ValueError(f"hidden_dim {self.hidden_dim} is not a multiple of nheads")
         if self.hidden_dim % 2:
@@ -57,6 +51,20 @@ class DetrModelConfig(ComponentConfig):
                     f"{name} has {len(value)} entries, num_classes is {self.num_classes}"
                 )
         return self
+
+
+class DetrModelConfig(DetectorConfig):
+    """DETR: ResNet backbone (frozen BN) + sine positions + transformer encoder/decoder.
+
+    Defaults are the paper's (256 wide, 8 heads, 6+6 layers, 2048 FFN, 100 queries)."""
+
+    dilation: bool = Field(False, description="dilate the last stage (DETR-DC5)")
+    enc_layers: int = Field(6, ge=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    pre_norm: bool = Field(False, description="LayerNorm before attention/FFN")
+    num_queries: int = Field(100, ge=1)
+    aux_loss: bool = Field(True, description="also return every decoder layer's predictions")
+    position_temperature: float = Field(10000.0, gt=0)
 
 
 class DetrR50Config(DetrModelConfig):

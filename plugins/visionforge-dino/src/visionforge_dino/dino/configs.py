@@ -8,36 +8,21 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from visionforge.config import ComponentConfig
+from visionforge_dino.detr.configs import DetectorConfig
 
 Stage = Literal["layer1", "layer2", "layer3", "layer4"]
 
 
-class DinoModelConfig(ComponentConfig):
+class DinoModelConfig(DetectorConfig):
     """DINO: ResNet + deformable encoder/decoder, contrastive denoising, mixed query
     selection and look-forward-twice box refinement (Zhang et al., 2022)."""
 
-    num_classes: int = Field(91, ge=1, description="sigmoid classes (COCO: 91 ids, 0 unused)")
-    weights: str | None = Field(
-        None,
-        description="DINO weights to load (official IDEA-Research/DINO .pth, a visionforge "
-        "checkpoint or a state_dict; local path or URL)",
-    )
-    backbone: str = Field("resnet50", description="ResNet name in the backbone_source zoo")
-    backbone_source: Literal["torchvision", "timm"] = "torchvision"
-    backbone_weights: str | None = Field(
-        None, description="ImageNet weights of the backbone (local torchvision/timm file or URL)"
-    )
-    train_backbone: bool = Field(True, description="False: freeze the whole backbone")
     backbone_stages: tuple[Stage, ...] = Field(
         ("layer2", "layer3", "layer4"),
         description="ResNet stages fed to the encoder; extra levels come from stride-2 convs",
     )
     num_feature_levels: int = Field(4, ge=1)
-    hidden_dim: int = Field(256, ge=2)
-    nheads: int = Field(8, ge=1)
     enc_layers: int = Field(6, ge=1)
-    dec_layers: int = Field(6, ge=1)
-    dim_feedforward: int = Field(2048, ge=1)
     dropout: float = Field(0.0, ge=0, lt=1)
     enc_n_points: int = Field(4, ge=1)
     dec_n_points: int = Field(4, ge=1)
@@ -54,17 +39,9 @@ class DinoModelConfig(ComponentConfig):
     msda_backend: Literal["cuda", "cpu", "pytorch"] | None = Field(
         None, description="deformable-attention backend (None: the fastest available)"
     )
-    category_ids: list[int] | None = Field(
-        None,
-        description="category id of each class index (None: 0..num_classes-1; with 91 "
-        "classes the COCO ids and names)",
-    )
-    class_names: list[str] | None = Field(None, description="name of each class index")
 
     @model_validator(mode="after")
     def _check_sizes(self) -> DinoModelConfig:
-        if self.hidden_dim % self.nheads:
-            raise ValueError(f"hidden_dim {self.hidden_dim} is not a multiple of nheads")
         if self.hidden_dim % self.group_norm_groups:
             raise ValueError(f"hidden_dim {self.hidden_dim} is not a multiple of group_norm_groups")
         if len(self.backbone_stages) > self.num_feature_levels:
@@ -72,12 +49,6 @@ class DinoModelConfig(ComponentConfig):
                 f"backbone_stages has {len(self.backbone_stages)} stages, more than "
                 f"num_feature_levels={self.num_feature_levels}"
             )
-        for name in ("category_ids", "class_names"):
-            value = getattr(self, name)
-            if value is not None and len(value) != self.num_classes:
-                raise ValueError(
-                    f"{name} has {len(value)} entries, num_classes is {self.num_classes}"
-                )
         return self
 
 
