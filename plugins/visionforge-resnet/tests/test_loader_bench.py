@@ -46,10 +46,22 @@ def test_cli_measures_the_recipe_pipeline(
     sets = [item for o in overrides(tiny) for item in ("--set", o)]
     assert main([*args, "--no-model", *sets]) == 0
     out = capsys.readouterr().out
-    assert "batch 4, 0 loader workers, 6 timed batches" in out
+    assert "torch loader, batch 4, 0 workers, 6 timed batches" in out
     rate = float(out.split("data pipeline alone")[1].split()[0])
     assert rate > 0
     assert "training step" not in out  # --no-model
+
+
+def test_the_dali_backend_is_measured_when_the_recipe_asks(
+    tiny: TinyImageNet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("nvidia.dali")
+    args = ["resnet", "loader-bench", str(EXAMPLE), "--batches", "3", "--warmup", "1"]
+    sets = [*overrides(tiny), "data.loader.backend=dali", "data.loader.num_workers=2"]
+    assert main([*args, "--no-model", *(item for o in sets for item in ("--set", o))]) == 0
+    out = capsys.readouterr().out
+    assert "dali-cpu loader, batch 4, 2 DALI threads, 3 timed batches" in out
+    assert float(out.split("data pipeline alone")[1].split()[0]) > 0
 
 
 @pytest.mark.slow

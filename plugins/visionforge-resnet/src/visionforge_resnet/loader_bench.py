@@ -27,6 +27,7 @@ from visionforge.engine.data import (
 )
 from visionforge.engine.evaluation import autocast_for
 from visionforge.errors import ConfigError
+from visionforge.interfaces import BatchLoader
 from visionforge.registry import REGISTRIES
 
 
@@ -35,6 +36,7 @@ class LoaderBenchResult:
     """Images/s of the loader alone, the training step alone and both together."""
 
     device: str
+    backend: str
     batch_size: int
     workers: int
     batches: int
@@ -44,8 +46,9 @@ class LoaderBenchResult:
 
     def table(self) -> str:
         lines = [
-            f"device {self.device}, batch {self.batch_size}, {self.workers} loader workers, "
-            f"{self.batches} timed batches",
+            f"device {self.device}, {self.backend} loader, batch {self.batch_size}, "
+            f"{self.workers} {'DALI threads' if self.backend.startswith('dali') else 'workers'},"
+            f" {self.batches} timed batches",
             f"  {'data pipeline alone':28} {self.loader:10.1f} images/s",
         ]
         if self.model is not None and self.together is not None:
@@ -78,16 +81,30 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _batches(recipe: Recipe, device: torch.device) -> Generator[dict[str, Any], None, None]:
-    """Batches of the recipe's training loader, on ``device``, images prepared there."""
+def _loader(recipe: Recipe, device: torch.device) -> tuple[Any, ResumableSampler]:
+    """The recipe's training loader as the Trainer builds it, and its sampler."""
     cfg = recipe.trainer
     dataset = REGISTRIES.datasets.build(recipe.data.train.as_dict(), "data.train")
     sampler = ResumableSampler(len(dataset), cfg.batch_size, seed=cfg.seed)
-    prepare = ImagePreparer(recipe.data.normalize_on_device, cfg.channels_last)
     pin = device.type == "cuda" and recipe.data.loader.pin_memory
     loader = make_loader(
-        SeededDataset(dataset, cfg.seed), sampler, cfg.batch_size, recipe.data.loader, cfg.seed, pin
+        SeededDataset(dataset, cfg.seed),
+        sampler,
+        cfg.batch_size,
+        recipe.data.loader,
+        cfg.seed,
+        pin,
+        device,
     )
+    return loader, sampler
+
+
+def _batches(
+    recipe: Recipe, device: torch.device, loader: Any, sampler: ResumableSampler
+) -> Generator[dict[str, Any], None, None]:
+    """Batches of ``loader``, epoch after epoch, on ``device``, images prepared there."""
+    prepare = ImagePreparer(recipe.data.normalize_on_device, recipe.trainer.channels_last)
+    pin = device.type == "cuda" and recipe.data.loader.pin_memory
     epoch = 0
     while True:
         sampler.set_position(epoch)
@@ -142,7 +159,9 @@ def loader_bench(
     if batches < 1 or warmup < 0:
         raise ConfigError("loader-bench: need --batches >= 1 and --warmup >= 0")
     device = _device(recipe)
-    data = _batches(recipe, device)
+    loader, sampler = _loader(recipe, device)
+    backend = loader.backend if isinstance(loader, BatchLoader) else "torch"
+    data = _batches(recipe, device, loader, sampler)
     try:
         sizes = (int(b["label"].shape[0]) for b in data)
         loader_rate = _rate(sizes, batches, warmup, device, "data pipeline")
@@ -154,7 +173,7 @@ def loader_bench(
         model_rate = _rate(
             _train_steps(recipe, device, _repeat(fixed)), batches, warmup, device, "train step"
         )
-        data = _batches(recipe, device)
+        data = _batches(recipe, device, loader, sampler)
         try:
             steps = _train_steps(recipe, device, data)
             together = _rate(steps, batches, warmup, device, "data + step")
@@ -162,6 +181,7 @@ def loader_bench(
             data.close()
     return LoaderBenchResult(
         device=str(device),
+        backend=backend,
         batch_size=recipe.trainer.batch_size,
         workers=(
             default_num_workers()
