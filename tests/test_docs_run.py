@@ -95,6 +95,15 @@ SKIP: dict[tuple[str, str], str] = {
         "visionforge aws sync data/coco s3://my-bucket/datasets/coco --dry-run",
     ): "needs an S3 bucket; plugins/visionforge-aws/tests/test_sync.py syncs against SeaweedFS",
     (
+        "docs/plugins/aws.md",
+        "visionforge aws publish runs/cards-student --to s3://my-bucket/projects/cards "
+        "--name student",
+    ): (
+        "needs an S3 bucket (and SageMaker for the registry); plugins/visionforge-aws/tests/"
+        "test_publish.py publishes a run, reads its lineage back and republishes against "
+        "SeaweedFS, the registry and lifecycle rules against moto"
+    ),
+    (
         "examples/sagemaker/README.md",
         "visionforge train examples/sagemaker/recipe.yaml --detach",
     ): "the same command as docs/plugins/aws.md's first block",

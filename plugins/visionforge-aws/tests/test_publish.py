@@ -11,6 +11,7 @@ import fsspec
 import pytest
 
 from visionforge import cli, lineage
+from visionforge.errors import ConfigError, StorageError
 from visionforge_aws import publish_aws
 from visionforge_aws.publish import PROJECT_MANIFEST, PublishError, publish
 
@@ -251,5 +252,8 @@ def test_lifecycle_rules_merge_by_id(moto_server: Any, monkeypatch: pytest.Monke
         r["ID"]: r for r in client.get_bucket_lifecycle_configuration(Bucket="lifecycle")["Rules"]
     }
     assert len(rules) == 4  # the jobs/ rule replaced by ID, the others kept
-    with pytest.raises(Exception, match="one bucket"):
+    with pytest.raises(ConfigError, match="one bucket"):
         publish_aws.plan_lifecycle("s3://a/p", ["s3://b/jobs"], 30, "GLACIER")
+    missing = publish_aws.plan_lifecycle("s3://no-such-bucket/p", [], 30, "GLACIER")
+    with pytest.raises(StorageError, match="^--lifecycle: bucket no-such-bucket: NoSuchBucket: "):
+        publish_aws.apply_lifecycle(missing)

@@ -8,11 +8,13 @@ other rules stay, ours are replaced, and nothing is written when the result is u
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from visionforge.errors import ConfigError
+from visionforge.errors import ConfigError, StorageError
 
 PROJECT_KEY = "visionforge:project"
 NAME_KEY = "visionforge:name"
@@ -31,6 +33,22 @@ def _session() -> Any:
 def _error_code(err: Exception) -> str:
     response = getattr(err, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
+
+
+@contextlib.contextmanager
+def aws_errors(what: str) -> Iterator[None]:
+    """An AWS service or client error as one line naming what was being done."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as err:
+        error = err.response.get("Error", {})
+        raise StorageError(
+            f"{what}: {error.get('Code', 'error')}: {error.get('Message', err)}"
+        ) from None
+    except BotoCoreError as err:
+        raise StorageError(f"{what}: {err}") from None
 
 
 def default_inference_image(region: str) -> str:
@@ -134,11 +152,6 @@ def register_model_package(
     if not session.region_name:
         raise ConfigError("--model-package-group: no AWS region configured (AWS_DEFAULT_REGION)")
     client = session.client("sagemaker")
-    _ensure_group(client, group)
-    identity = {PROJECT_KEY: project, NAME_KEY: name, VERSION_KEY: version}
-    existing = _existing_package(client, group, identity)
-    if existing is not None:
-        return existing, False
     request = model_package_request(
         group,
         project=project,
@@ -149,7 +162,13 @@ def register_model_package(
         model_id=model_id,
         image=image or default_inference_image(session.region_name),
     )
-    answer = client.create_model_package(**request)
+    with aws_errors(f"--model-package-group {group}"):
+        _ensure_group(client, group)
+        identity = {PROJECT_KEY: project, NAME_KEY: name, VERSION_KEY: version}
+        existing = _existing_package(client, group, identity)
+        if existing is not None:
+            return existing, False
+        answer = client.create_model_package(**request)
     return str(answer["ModelPackageArn"]), True
 
 
@@ -232,18 +251,19 @@ def merge_rules(existing: list[dict[str, Any]], ours: list[dict[str, Any]]) -> l
 def apply_lifecycle(plan: LifecyclePlan) -> bool:
     """Merge ``plan``'s rules into the bucket's lifecycle configuration; True if it changed."""
     client = _session().client("s3")
-    try:
-        existing = client.get_bucket_lifecycle_configuration(Bucket=plan.bucket)["Rules"]
-    except Exception as err:
-        if _error_code(err) != "NoSuchLifecycleConfiguration":
-            raise
-        existing = []
-    merged = merge_rules(existing, plan.rules())
-    if _canonical(merged) == _canonical(existing):
-        return False
-    client.put_bucket_lifecycle_configuration(
-        Bucket=plan.bucket, LifecycleConfiguration={"Rules": merged}
-    )
+    with aws_errors(f"--lifecycle: bucket {plan.bucket}"):
+        try:
+            existing = client.get_bucket_lifecycle_configuration(Bucket=plan.bucket)["Rules"]
+        except Exception as err:
+            if _error_code(err) != "NoSuchLifecycleConfiguration":
+                raise
+            existing = []
+        merged = merge_rules(existing, plan.rules())
+        if _canonical(merged) == _canonical(existing):
+            return False
+        client.put_bucket_lifecycle_configuration(
+            Bucket=plan.bucket, LifecycleConfiguration={"Rules": merged}
+        )
     return True
 
 
