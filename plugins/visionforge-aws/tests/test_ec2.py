@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import subprocess
+import time
 import urllib.request
 import zipfile
 from importlib import metadata
@@ -16,9 +17,10 @@ from urllib.parse import parse_qs
 
 import boto3
 import pytest
+import yaml
 from pydantic import ValidationError
 
-from visionforge import storage
+from visionforge import cli, storage
 from visionforge.config import recipe_from_dict
 from visionforge.errors import ConfigError
 from visionforge.runners import records
@@ -122,8 +124,14 @@ class Cloud:
         self.ssm = boto3.client("ssm", region_name="us-east-1")
         iam = boto3.client("iam", region_name="us-east-1")
         iam.create_instance_profile(InstanceProfileName=PROFILE)
-        image = self.ec2.describe_images(Owners=["amazon"])["Images"][0]
-        self.ami, self.root_device = image["ImageId"], image.get("RootDeviceName") or "/dev/sda1"
+        self.root_device = "/dev/sda1"
+        self.ami = self.ec2.register_image(
+            Name="deep-learning-ami-test",
+            RootDeviceName=self.root_device,
+            Architecture="x86_64",
+            VirtualizationType="hvm",
+            BlockDeviceMappings=[{"DeviceName": self.root_device, "Ebs": {"VolumeSize": 75}}],
+        )["ImageId"]
         self.subnet = self.ec2.describe_subnets()["Subnets"][0]
         self.group = self.ec2.create_security_group(
             GroupName="visionforge", Description="no inbound", VpcId=self.subnet["VpcId"]
@@ -145,6 +153,7 @@ def cloud(moto_server: Any, monkeypatch: pytest.MonkeyPatch) -> Cloud:
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # moto takes any; S3 keeps its
         if key not in os.environ:
             monkeypatch.setenv(key, "moto")
+    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")  # 1,300 AMIs take seconds
     moto_server.post("/moto-api/reset")
     moto_server.post("/moto-api/recorder/reset-recording")
     moto_server.post("/moto-api/recorder/start-recording")
@@ -372,3 +381,184 @@ def test_submit_sends_every_field(
             ][0]["SpotPrice"]
         )
     )
+
+
+def test_ami_from_the_default_ssm_parameter_or_the_override(
+    cloud: Cloud, wheels: Path, s3_bucket: str
+) -> None:
+    runner = ec2_runner(s3_bucket, cloud, wheels)
+    del runner["ami_parameter"]  # the Deep Learning AMI's public parameter (not in moto)
+    with pytest.raises(ConfigError, match=f"runner.ami_parameter: cannot read {DLAMI_PARAMETER}"):
+        submit(tiny_recipe(runner))
+    assert recorded_targets(cloud.endpoint, "AmazonSSM.GetParameter") == [{"Name": DLAMI_PARAMETER}]
+    assert not cloud.instances()
+    # the overridable parameter name, put into moto's SSM by the fixture
+    fields = {k: v for k, v in runner.items() if k != "type"}
+    ssm = Ec2Runner(Ec2RunnerConfig(**{**fields, "ami_parameter": cloud.parameter}))
+    assert ssm.resolve_ami(cloud.ssm) == cloud.ami
+    # ami given: SSM is not asked
+    cloud_calls = len(recorded_targets(cloud.endpoint, "AmazonSSM.GetParameter"))
+    handle = submit(tiny_recipe({**runner, "ami": cloud.ami}))
+    assert len(recorded_targets(cloud.endpoint, "AmazonSSM.GetParameter")) == cloud_calls
+    assert records.load(handle.id).state["ami"] == cloud.ami
+
+
+def test_on_demand_and_one_time_spot_requests(cloud: Cloud, wheels: Path, s3_bucket: str) -> None:
+    submit(tiny_recipe(ec2_runner(s3_bucket, cloud, wheels)))
+    submit(
+        tiny_recipe(ec2_runner(s3_bucket, cloud, wheels, spot=True, restart_on_interruption=False))
+    )
+    on_demand, one_time = recorded(cloud.endpoint, "RunInstances")
+    assert not any(k.startswith("InstanceMarketOptions") for k in on_demand)
+    assert "TagSpecification.3.ResourceType" not in on_demand  # no spot request to tag
+    assert one_time["InstanceMarketOptions.SpotOptions.SpotInstanceType"] == "one-time"
+    assert one_time["InstanceMarketOptions.SpotOptions.InstanceInterruptionBehavior"] == (
+        "terminate"
+    )
+
+
+def put_marker(run_url: str, name: str, **content: Any) -> None:
+    body = {"time": time.time(), **content}
+    storage.write_bytes_atomic(f"{run_url}/{name}", json.dumps(body).encode())
+
+
+def test_status_combines_instance_state_and_markers(
+    cloud: Cloud, wheels: Path, s3_bucket: str
+) -> None:
+    handle = submit(tiny_recipe(ec2_runner(s3_bucket, cloud, wheels, spot=True)))
+    assert handle.status() in ("pending", "running")  # moto: pending, then running
+    assert handle.status() == "running"
+    cloud.ec2.stop_instances(InstanceIds=[handle.record.state["instance_id"]])
+    assert handle.status() == "running"  # stopped by a spot interruption: it comes back
+    assert handle.record.state["instance_state"] in ("stopping", "stopped")
+    put_marker(handle.url, agent.FAILED, reason="RuntimeError: out of memory")
+    assert handle.status() == "failed"
+    assert "out of memory" in str(handle.error())
+    assert handle.result() is None
+    time.sleep(0.01)
+    put_marker(handle.url, agent.DONE, metrics={"top1": 0.75})  # a restart succeeded
+    assert handle.status() == "completed"
+    assert handle.result() == {"top1": 0.75} and handle.error() is None
+    assert handle.wait(timeout=5) == "completed"
+
+
+def test_stop_terminates_and_the_billed_cost_joins_the_manifest(
+    cloud: Cloud, wheels: Path, s3_bucket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    handle = submit(tiny_recipe(ec2_runner(s3_bucket, cloud, wheels)))
+    storage.write_bytes_atomic(
+        f"{handle.url}/output/manifest.json", json.dumps({"id": "m", "metrics": {}}).encode()
+    )
+    assert cli.main(["runs", "stop", handle.id]) == 0
+    assert "stop requested" in capsys.readouterr().out
+    (terminate,) = recorded(cloud.endpoint, "TerminateInstances")
+    assert terminate["InstanceId.1"] == handle.record.state["instance_id"]
+    (instance,) = cloud.instances()
+    assert instance["State"]["Name"] == "terminated"
+    again = records.attach(handle.id)
+    assert again.status() == "stopped"
+    cost = records.load(handle.id).state["cost"]
+    estimate = records.load(handle.id).state["estimate"]
+    assert cost["final"] and cost["usd_per_hour"] == estimate["usd_per_hour"]
+    assert cost["usd"] == pytest.approx(
+        cost["instance_seconds"] * estimate["usd_per_hour"] / 3600, abs=1e-3
+    )
+    manifest = json.loads(storage.read_text(f"{handle.url}/output/manifest.json"))
+    assert manifest["cost"] == cost
+
+
+def test_an_instance_lost_without_a_marker_is_a_failure(
+    cloud: Cloud, wheels: Path, s3_bucket: str
+) -> None:
+    handle = submit(tiny_recipe(ec2_runner(s3_bucket, cloud, wheels)))
+    cloud.ec2.terminate_instances(InstanceIds=[handle.record.state["instance_id"]])
+    assert handle.status() == "failed"
+    assert "instance ended without DONE or FAILED (terminated" in str(handle.error())
+
+
+def test_artifacts_logs_and_attach_by_id(
+    cloud: Cloud, wheels: Path, s3_bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    handle = submit(tiny_recipe(ec2_runner(s3_bucket, cloud, wheels)))
+    run = handle.url
+    storage.write_bytes_atomic(f"{run}/output/manifest.json", b'{"id": "m"}')
+    storage.write_bytes_atomic(f"{run}/output/metrics.csv", b"epoch,loss\n1,0.5\n")
+    storage.write_bytes_atomic(f"{run}/logs/setup.log", b"installed\n")
+    storage.write_bytes_atomic(f"{run}/logs/agent.log", b"epoch 1 loss 0.5\n")
+    checkpoint = tmp_path / "last.ckpt"
+    checkpoint.write_bytes(b"weights")
+    agent.publish_checkpoint(run, checkpoint)
+    put_marker(run, agent.DONE, metrics={"top1": 0.5})
+    assert cli.main(["runs", "logs", handle.id]) == 0
+    assert capsys.readouterr().out == "installed\nepoch 1 loss 0.5\n"
+    assert cli.main(["runs", "status", handle.id]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("completed") and "top1" in out
+    assert cli.main(["runs", "artifacts", handle.id]) == 0
+    listed = capsys.readouterr().out.split()
+    folder = records.runs_folder() / handle.id
+    assert {Path(p).relative_to(folder).as_posix() for p in listed} == {
+        "last.ckpt",
+        "manifest.json",
+        "metrics.csv",
+        "logs/agent.log",
+        "logs/setup.log",
+    }
+    assert (folder / "last.ckpt").read_bytes() == b"weights"
+    assert json.loads((folder / "manifest.json").read_text())["cost"]["usd_per_hour"] > 0
+    assert isinstance(records.attach(handle.id), Ec2Run)
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def test_local_paths_are_refused_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner = {"type": "ec2", "s3_prefix": "s3://bkt/ec2", "iam_instance_profile": PROFILE}
+    train = {"type": "image_folder", "root": str(tmp_path / "train")}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(runner, train)))
+    assert cli.main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"local paths cannot be reached from EC2: data.train.root: {tmp_path / 'train'}" in err
+    assert "--upload-local" in err
+
+
+def test_dry_run_shows_the_script_and_request_and_launches_nothing(
+    cloud: Cloud, wheels: Path, s3_bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(ec2_runner(s3_bucket, cloud, wheels, spot=True))))
+    assert cli.main(["train", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# dry run: nothing uploaded, nothing launched")
+    script = out.split("# ---- user data ----\n")[1].split("# ---- RunInstances ----\n")[0]
+    assert script.startswith("#!/bin/bash") and "--no-index --no-deps" in script
+    request = json.loads(out.split("# ---- RunInstances ----\n")[1])
+    assert request["ImageId"] == cloud.ami and request["UserData"] == "<the script above>"
+    assert request["InstanceMarketOptions"]["SpotOptions"] == {
+        "SpotInstanceType": "persistent",
+        "InstanceInterruptionBehavior": "stop",
+    }
+    assert not cloud.instances() and not recorded(cloud.endpoint, "RunInstances")
+    assert not storage.exists(f"{s3_bucket}/ec2") and not records.all_records()
+
+
+@pytest.mark.slow
+def test_submit_ships_wheels_built_from_the_installed_packages(
+    cloud: Cloud, s3_bucket: str, tmp_path: Path
+) -> None:
+    """Without runner.wheels the run carries wheels of every installed visionforge package
+    (pip wheel of each, about a minute), and the user data pins exactly those."""
+    runner = ec2_runner(s3_bucket, cloud, tmp_path)
+    del runner["wheels"]
+    handle = submit(tiny_recipe(runner))
+    fs, path = storage.filesystem(f"{handle.url}/wheels")
+    shipped = {Path(p).name.split("-")[0] for p in fs.ls(path)}
+    installed = {w.name.replace("-", "_") for w in ec2_userdata.installed_wheels()}
+    assert shipped == installed and {"visionforge", "visionforge_aws"} <= shipped
+    (request,) = recorded(cloud.endpoint, "RunInstances")
+    script = base64.b64decode(request["UserData"]).decode()
+    for wheel in ec2_userdata.installed_wheels():
+        assert wheel.pin in script
