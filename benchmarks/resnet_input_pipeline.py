@@ -4,7 +4,11 @@ Ours is the resnet recipe's ``imagenet_folder`` dataset: JPEGs decoded by libjpe
 (simplejpeg) at the largest DCT reduction that still covers the crop (train:
 RandomResizedCrop + flip) or the resize (eval: resize 256 + centre crop 224), uint8 batches
 normalized after loading (on the GPU in a real run, on this CPU here, timed). Also shown:
-``decoder: full`` (torchvision.io decode of every pixel + transforms v2). The baseline is
+``decoder: full`` (torchvision.io decode of every pixel + transforms v2) and
+``data.loader.backend: dali`` on the CPU (NVIDIA DALI: region-of-interest decoding with
+libjpeg-turbo, resize, flip; ``--workers`` DALI threads instead of worker processes; skipped
+when DALI is not installed). ``--cpus 0,1`` pins the whole run (workers and DALI threads
+inherit it) to those cores, so every pipeline gets the same CPU budget. The baseline is
 ``torchvision.datasets.ImageFolder`` with PIL and the classic transforms (+ ToTensor,
 Normalize). Same generated JPEGs at ImageNet's size distribution (median ~500x375, a tail
 past 1000 px), same workers, same batch size; rounds interleave the pipelines and the
@@ -16,10 +20,12 @@ median and min-max of the rounds are printed. Targets: train >= 1.5x, eval >= 1.
 from __future__ import annotations
 
 import argparse
+import itertools
+import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +38,10 @@ from torchvision.io import encode_jpeg
 from tqdm import tqdm
 
 import visionforge
+from visionforge.config import LoaderConfig
 from visionforge.data import IMAGENET_MEAN, IMAGENET_STD, device_normalize
+from visionforge.engine.data import ResumableSampler, SeededDataset, make_loader
+from visionforge_resnet.backends import dali_missing
 from visionforge_resnet.reduced_decode import ReducedDecodeEval, ReducedDecodeTrain
 
 Finish = Callable[[Any], torch.Tensor]
@@ -102,6 +111,43 @@ def ours(decoder: str, augment: str) -> Callable[[Path, argparse.Namespace], Any
             return device_normalize(batch["image"], IMAGENET_MEAN, IMAGENET_STD)
 
         return loader_of(dataset, args), finish
+
+    return make
+
+
+class Epochs:
+    """Each iteration of a resumable-sampler loader is the next epoch (a new order)."""
+
+    def __init__(self, loader: Iterable[Any], sampler: ResumableSampler) -> None:
+        self.loader, self.sampler, self.epochs = loader, sampler, itertools.count()
+
+    def __iter__(self) -> Iterator[Any]:
+        self.sampler.set_position(next(self.epochs))
+        return iter(self.loader)
+
+
+def ours_dali(augment: str) -> Callable[[Path, argparse.Namespace], Any]:
+    """``imagenet_folder`` with ``data.loader.backend: dali`` on the CPU, ``--workers``
+    threads, as the Trainer builds it."""
+
+    def make(root: Path, args: argparse.Namespace) -> tuple[Epochs, Finish]:
+        dataset = visionforge.datasets.build(
+            {
+                "type": "imagenet_folder",
+                "root": str(root),
+                "image_size": args.image_size,
+                "augment": augment,
+                "normalize": False,
+            }
+        )
+        sampler = ResumableSampler(len(dataset), args.batch_size, drop_last=False)
+        cfg = LoaderConfig(num_workers=args.workers, backend="dali", backend_fallback="error")
+        loader = make_loader(SeededDataset(dataset, 0), sampler, args.batch_size, cfg, 0, False)
+
+        def finish(batch: dict[str, Any]) -> torch.Tensor:
+            return device_normalize(batch["image"], IMAGENET_MEAN, IMAGENET_STD)
+
+        return Epochs(loader, sampler), finish
 
     return make
 
@@ -185,8 +231,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=1, help="timed passes per round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--cpus", help="pin the run to these cores, e.g. 0,1 (default: all)")
     args = parser.parse_args()
+    if args.cpus:
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
     torch.set_num_threads(1)
+    missing = dali_missing()
+    if missing is not None:
+        print(f"DALI rows skipped: {missing}")
     pipelines: dict[str, dict[str, Callable[[Path, argparse.Namespace], Any]]] = {
         augment: {
             "torchvision ImageFolder + PIL": baseline(augment),
@@ -195,6 +247,9 @@ def main() -> None:
         }
         for augment in ("train", "eval")
     }
+    if missing is None:
+        for augment, makers in pipelines.items():
+            makers["ours: imagenet_folder, backend dali (CPU)"] = ours_dali(augment)
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_dataset(Path(tmp), args.images, args.classes)
         kilobytes = sum(p.stat().st_size for p in paths) / len(paths) / 1024
@@ -205,27 +260,35 @@ def main() -> None:
                     loader, finish = make(Path(tmp), args)
                     rate = images_per_second(loader, finish, args.epochs)
                     rates.setdefault((augment, name), []).append(rate)
-                    print(f"round {round_ + 1} {augment:5} {name:40} {rate:8.1f} images/s")
+                    print(f"round {round_ + 1} {augment:5} {name:44} {rate:8.1f} images/s")
                     del loader
         where_time_goes(paths, args.image_size)
+    cores = sorted(os.sched_getaffinity(0))
     print(
         f"\n{args.images} JPEGs (mean {kilobytes:.0f} kB) -> {args.image_size}px, batch "
-        f"{args.batch_size}, {args.workers} workers, {args.rounds} interleaved rounds"
+        f"{args.batch_size}, {args.workers} workers / DALI threads on cores {cores}, "
+        f"{args.rounds} interleaved rounds, load average {os.getloadavg()[0]:.1f}"
     )
-    print(f"{'':6}{'pipeline':40} {'median':>8} {'min':>8} {'max':>8} {'ratio':>7}")
+    print(f"{'':6}{'pipeline':44} {'median':>8} {'min':>8} {'max':>8} {'ratio':>7}")
     for augment, target in (("train", 1.5), ("eval", 1.3)):
         base = statistics.median(rates[(augment, "torchvision ImageFolder + PIL")])
         for name in pipelines[augment]:
             runs = rates[(augment, name)]
             median = statistics.median(runs)
             print(
-                f"{augment:6}{name:40} {median:8.1f} {min(runs):8.1f} {max(runs):8.1f} "
+                f"{augment:6}{name:44} {median:8.1f} {min(runs):8.1f} {max(runs):8.1f} "
                 f"{median / base:6.2f}x"
             )
-        ours_rate = statistics.median(rates[(augment, "ours: imagenet_folder, decoder reduced")])
-        ratio = ours_rate / base
-        verdict = "OK" if ratio >= target else "BELOW TARGET"
-        print(f"{augment}: reduced / PIL {ratio:.2f}x (target >= {target}x): {verdict}\n")
+        for short, name in (
+            ("reduced", "ours: imagenet_folder, decoder reduced"),
+            ("dali", "ours: imagenet_folder, backend dali (CPU)"),
+        ):
+            if (augment, name) not in rates:
+                continue
+            ratio = statistics.median(rates[(augment, name)]) / base
+            verdict = "OK" if ratio >= target else "BELOW TARGET"
+            print(f"{augment}: {short} / PIL {ratio:.2f}x (target >= {target}x): {verdict}")
+        print()
 
 
 if __name__ == "__main__":
