@@ -137,8 +137,16 @@ def _faster(
     ev.evaluate()
     ev.accumulate()
     ev.summarize()
+    # the "matched" record merges the matchings of every IoU threshold (a detection that
+    # loses its ground truth at 0.5 may win it at 0.55): take it from a run at 0.5 only
+    at50 = COCOeval_faster(coco_gt, coco_dt, iou_type, print_function=lambda *_: None)
+    at50.params.iouThrs = np.array([0.5])
+    at50.params.areaRng, at50.params.areaRngLbl = [ev.params.areaRng[0]], ["all"]
+    at50.params.maxDets = [ev.params.maxDets[-1]]
+    at50.evaluate()
+    at50.accumulate()
     matches = {}
-    for key in ev.eval["matched"]:
+    for key in at50.eval["matched"]:
         dt_id, gt_id = key.split("_", 1)
         matches[int(dt_id)] = int(gt_id)
     results = list(coco_dt.anns.values())
