@@ -33,8 +33,11 @@ def test_atomic_path_is_cleaned_on_error(tmp_path: Path) -> None:
 def test_missing_file_names_path(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="absent.txt: file not found"):
         storage.read_bytes(tmp_path / "absent.txt")
-    with pytest.raises(StorageError, match="memory://nowhere/x: file not found"):
-        storage.local_copy("memory://nowhere/x")
+    with (
+        pytest.raises(StorageError, match="memory://nowhere/x: file not found"),
+        storage.local_copy("memory://nowhere/x"),
+    ):
+        pass
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gcsfs") is not None, reason="gcsfs is installed")
@@ -47,13 +50,38 @@ def test_memory_url_round_trip_and_manifest() -> None:
     url = "memory://vf-test/artifact.bin"
     storage.write_bytes_atomic(url, b"payload")
     assert storage.read_bytes(url) == b"payload"
-    assert storage.local_copy(url).read_bytes() == b"payload"
+    with storage.local_copy(url) as local:
+        assert local.read_bytes() == b"payload"
     manifest = lineage.write_manifest(url, "dataset", metrics={"n": 1})
     assert lineage.read_manifest(url)["id"] == manifest["id"]
     assert manifest["size"] == 7
 
 
 @pytest.mark.slow
+def test_local_copy_leaves_no_temp_folder_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    url = "memory://vf-test/weights.pt"
+    storage.write_bytes_atomic(url, b"weights")
+    for _ in range(3):
+        with storage.local_copy(url) as local:
+            assert local.name == "weights.pt"
+            assert local.read_bytes() == b"weights"
+            assert local.is_relative_to(temp)
+        assert not local.exists()
+    with pytest.raises(RuntimeError), storage.local_copy(url):
+        raise RuntimeError("the caller fails while reading")
+    assert list(temp.iterdir()) == []
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"local")
+    with storage.local_copy(f"file://{plain}") as local:
+        assert local == plain
+    assert plain.exists()  # a local file is used in place, never removed
+
+
 def test_s3_round_trip_with_lineage(s3_bucket: str, tmp_path: Path) -> None:
     local = tmp_path / "model.ckpt"
     local.write_bytes(b"\x00" * 4096)

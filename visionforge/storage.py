@@ -230,20 +230,26 @@ def put_file(local: PathLike, url: PathLike) -> None:
     fs.put_file(os.fspath(local), path)
 
 
-def local_copy(url: PathLike) -> Path:
-    """A local path holding ``url``'s content (the path itself when already local)."""
+@contextlib.contextmanager
+def local_copy(url: PathLike) -> Iterator[Path]:
+    """A local path holding ``url``'s content while the ``with`` block runs.
+
+    A local path (or ``file://`` URL) is yielded as it is; a remote file is downloaded into
+    a temporary folder that is removed when the block ends, so nothing is left behind.
+    """
     text = os.fspath(url)
     if not is_remote(text):
         path = Path(text.removeprefix("file://"))
         if not path.exists():
             raise StorageError(f"{text}: file not found")
-        return path
+        yield path
+        return
     fs, remote = filesystem(text)
-    if not fs.exists(remote):
-        raise StorageError(f"{text}: file not found")
-    target = (
-        Path(tempfile.gettempdir()) / "visionforge-cache" / uuid.uuid4().hex / Path(remote).name
-    )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fs.get_file(remote, os.fspath(target))
-    return target
+    with backend_errors(text):
+        if not fs.exists(remote):
+            raise StorageError(f"{text}: file not found")
+    with tempfile.TemporaryDirectory(prefix="visionforge-copy-") as folder:
+        target = Path(folder) / posixpath.basename(remote.rstrip("/"))
+        with backend_errors(text):
+            fs.get_file(remote, os.fspath(target))
+        yield target

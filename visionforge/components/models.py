@@ -15,7 +15,7 @@ from torch import nn
 from visionforge import storage
 from visionforge.components.configs import TimmModelConfig, TorchvisionModelConfig
 from visionforge.engine.checkpoint import CHECKPOINT_FORMAT
-from visionforge.errors import CheckpointError, ConfigError
+from visionforge.errors import CheckpointError, ConfigError, StorageError
 
 TORCHVISION_DEFAULT_CLASSES = 1000
 _FIELD_KWARGS = ("num_classes", "in_chans", "drop_rate", "drop_path_rate")
@@ -85,14 +85,16 @@ def load_weights(path: str) -> dict[str, torch.Tensor]:
     ``{"state_dict": ...}`` / ``{"model": ...}`` training checkpoint or a ``.safetensors``
     file. A DDP ``module.`` prefix is removed.
     """
-    local = storage.local_copy(path)
     try:
-        if local.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        with storage.local_copy(path) as local:
+            if local.suffix == ".safetensors":
+                from safetensors.torch import load_file
 
-            obj: Any = load_file(str(local), device="cpu")
-        else:
-            obj = torch.load(local, map_location="cpu", weights_only=True)
+                obj: Any = load_file(str(local), device="cpu")
+            else:
+                obj = torch.load(local, map_location="cpu", weights_only=True)
+    except StorageError:
+        raise
     except Exception as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(

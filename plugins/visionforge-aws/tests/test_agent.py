@@ -144,8 +144,8 @@ def finish(process: subprocess.Popen[str]) -> str:
 def final_weights(run: str) -> dict[str, torch.Tensor]:
     index = agent.latest_checkpoint(run)
     assert index is not None
-    path = storage.local_copy(f"{run}/{index['key']}")
-    return dict(torch.load(path, map_location="cpu", weights_only=False)["model"])
+    with storage.local_copy(f"{run}/{index['key']}") as path:
+        return dict(torch.load(path, map_location="cpu", weights_only=False)["model"])
 
 
 def test_notice_is_polled_with_a_token(imds_server: Imds) -> None:

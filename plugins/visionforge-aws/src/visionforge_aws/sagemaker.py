@@ -331,9 +331,8 @@ class SageMakerRun:
         if not model:
             return []
         folder = records.runs_folder() / self.id
-        with storage.backend_errors(model):
-            archive = storage.local_copy(model)
-        files = safetar.extract(archive, folder / "model")
+        with storage.local_copy(model) as archive:
+            files = safetar.extract(archive, folder / "model")
         manifest = folder / "model" / "manifest.json"
         state: dict[str, Any] = {"artifacts": str(folder / "model")}
         if manifest.exists():

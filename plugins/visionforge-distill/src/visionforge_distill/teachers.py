@@ -175,7 +175,8 @@ class Teacher(nn.Module):
 def load_linear_head(head: HeadConfig, dim: int) -> nn.Linear:
     """A linear head from ``torch.save({"weight": [C, D], "bias": [C]})``."""
     assert head.path is not None
-    state = torch.load(storage.local_copy(head.path), map_location="cpu", weights_only=True)
+    with storage.local_copy(head.path) as local:
+        state = torch.load(local, map_location="cpu", weights_only=True)
     weight = state.get("weight") if isinstance(state, dict) else None
     if weight is None or weight.ndim != 2 or weight.shape[1] != dim:
         raise CheckpointError(
