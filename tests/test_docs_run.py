@@ -107,6 +107,26 @@ SKIP: dict[tuple[str, str], str] = {
         "examples/sagemaker/README.md",
         "visionforge train examples/sagemaker/recipe.yaml --detach",
     ): "the same command as docs/plugins/aws.md's first block",
+    (
+        "docs/plugins/aws.md",
+        "visionforge train examples/resnet50_imagenet/ec2_spot.yaml --dry-run",
+    ): (
+        "needs an AWS account (SSM, EC2, an instance profile, a bucket); plugins/visionforge-aws/"
+        "tests/test_ec2.py runs --dry-run, submit and runs status/logs/stop/artifacts against "
+        "moto and SeaweedFS"
+    ),
+    (
+        "docs/plugins/aws.md",
+        "aws iam create-role --role-name visionforge-ec2 "
+        "--assume-role-policy-document file://trust.json",
+    ): "creates IAM resources in an AWS account",
+    (
+        "examples/resnet50_imagenet/README.md",
+        "visionforge aws sync data/imagenet s3://my-bucket/datasets/imagenet",
+    ): (
+        "needs ImageNet and an AWS account; the same commands as docs/plugins/aws.md's EC2 "
+        "block, tested there against moto and SeaweedFS"
+    ),
     ("README.md", "nox -s tests"): "the whole fast suite: .ci/run runs it",
     ("docs/plugins/distill.md", "python examples/card_distill/make_data.py"): (
         "queries a photo of yours (some_card.png); plugins/visionforge-distill tests run the "

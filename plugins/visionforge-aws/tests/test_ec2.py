@@ -562,3 +562,18 @@ def test_submit_ships_wheels_built_from_the_installed_packages(
     script = base64.b64decode(request["UserData"]).decode()
     for wheel in ec2_userdata.installed_wheels():
         assert wheel.pin in script
+
+
+def test_the_resnet50_ec2_spot_example_is_the_recipe_with_a_runner_change() -> None:
+    folder = Path(__file__).parents[3] / "examples" / "resnet50_imagenet"
+    local = yaml.safe_load((folder / "recipe.yaml").read_text())
+    spot = yaml.safe_load((folder / "ec2_spot.yaml").read_text())
+    runner = spot.pop("runner")
+    assert runner["type"] == "ec2" and runner["spot"] and runner["restart_on_interruption"]
+    Ec2RunnerConfig(**{k: v for k, v in runner.items() if k != "type"})
+    for split in ("train", "val"):
+        assert spot["data"][split].pop("root").startswith("s3://")
+        del local["data"][split]["root"]
+    assert {**spot, "name": local["name"]} == {k: v for k, v in local.items() if k != "runner"}
+    recipe = recipe_from_dict(yaml.safe_load((folder / "ec2_spot.yaml").read_text()))
+    assert recipe.runner.type == "ec2"
