@@ -12,6 +12,7 @@ import pytest
 
 from visionforge import cli, lineage
 from visionforge.errors import ConfigError, StorageError
+from visionforge.runners import records
 from visionforge_aws import publish_aws
 from visionforge_aws.publish import PROJECT_MANIFEST, PublishError, publish
 
@@ -123,8 +124,14 @@ def test_publish_layout_lineage_and_second_run_changes_nothing(
     assert lines[3].startswith(f"    <- dataset {ids['data']} {prefix}/data/{ids['data']}/")
     assert len(lines) == 4
 
-    # the same command again: nothing uploaded, the project manifest byte-identical
-    report = publish([made["run"]], prefix, "student", progress=False)
+    assert cli.main(["lineage", f"{prefix}/{version}"]) == 0  # the run, by its folder
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"run {ids['run']} {prefix}/{version.rstrip('/')}")
+    assert lines[1].startswith(f"<- checkpoint {ids['teacher']} {teacher_url}")
+
+    # again, naming the run by its id: nothing uploaded, the project manifest byte-identical
+    records.RunRecord("student-run-1", {"type": "local"}, "recipe.yaml", made["run"]).save()
+    report = publish(["student-run-1"], prefix, "student", progress=False)
     assert (report.version, report.uploaded) == ("1", [])
     assert report.skipped == len(published)
     again = objects(prefix)
