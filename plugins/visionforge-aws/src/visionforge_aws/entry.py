@@ -10,6 +10,10 @@ run torchrun (node rank = position in the sorted host list, master = the first h
 SIGTERM (StopTrainingJob, spot reclaim) the trainer writes a checkpoint and the entry exits 0.
 At the end the final model, its manifest and metrics go to ``SM_MODEL_DIR`` (on the first
 host), which SageMaker packs as ``model.tar.gz``.
+
+A model that runs the dino plugin's compiled multi-scale deformable attention gets its kernel
+built (or loaded from the cache) on each host before training; where it cannot be built the
+run falls back to the PyTorch reference. One line of the log says which path was taken.
 """
 
 from __future__ import annotations
@@ -72,6 +76,40 @@ def cluster(env: Mapping[str, str]) -> tuple[list[str], int, int]:
     resource = json.loads((config_dir / "resourceconfig.json").read_text())
     hosts = sorted(resource["hosts"])
     return hosts, hosts.index(resource["current_host"]), max(1, int(env.get("SM_NUM_GPUS", "0")))
+
+
+OPS_FIELD = "msda_backend"
+"""Model config field of the models that run the dino plugin's compiled deformable attention."""
+
+
+def prepare_ops(recipe_data: dict[str, Any]) -> str:
+    """Build (or load from the cache) the compiled op the recipe's model runs, else choose the
+    fallback; returns the one line saying which. After a fallback the training processes are
+    told to use the PyTorch reference (``VISIONFORGE_MSDA_BACKEND=pytorch``) instead of each
+    trying the build again."""
+    from visionforge.registry import REGISTRIES
+
+    config = REGISTRIES.models.validate(recipe_data["model"], "model")
+    if OPS_FIELD not in type(config).model_fields:
+        return "visionforge: compiled ops: none used by this model"
+    asked = getattr(config, OPS_FIELD)
+    if asked == "pytorch":
+        return "visionforge: compiled ops: PyTorch reference (model.msda_backend: pytorch)"
+    import torch
+
+    from visionforge_dino.ops import backends, build
+
+    device = recipe_data.get("trainer", {}).get("device", "auto")
+    backend = asked or ("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
+    cached = build.built_library(build.build_spec(backend)) is not None
+    if backends.ensure_compiled(backend):
+        how = "loaded from the cache" if cached else "built"
+        return f"visionforge: compiled ops: {backend} deformable-attention kernel {how}"
+    os.environ[backends.BACKEND_ENV] = "pytorch"
+    return (
+        f"visionforge: compiled ops: falling back to the PyTorch reference "
+        f"({backends.failure(backend)})"
+    )
 
 
 def _train_here(recipe_data: dict[str, Any]) -> int:
@@ -139,6 +177,7 @@ def run(bundle: Path, env: Mapping[str, str]) -> int:
     output = Path(data["trainer"]["output"])
     output.mkdir(parents=True, exist_ok=True)
     print(f"visionforge: host {rank + 1}/{len(hosts)}, {nproc} process(es), output {output}")
+    print(prepare_ops(data), flush=True)
     if len(hosts) * nproc == 1:
         code = _train_here(data)
     else:
