@@ -66,7 +66,7 @@ def batches(
 ) -> tuple[Any, list[dict[str, torch.Tensor]]]:
     sampler = ResumableSampler(len(data), BATCH, seed=seed)
     sampler.set_position(epoch, start)
-    cfg = LoaderConfig(num_workers=workers, backend=backend)  # type: ignore[arg-type]
+    cfg = LoaderConfig(num_workers=workers, backend=backend)
     loader = make_loader(SeededDataset(data, seed), sampler, BATCH, cfg, seed, False)
     return loader, list(loader)
 
@@ -312,3 +312,28 @@ def test_dali_mixed_decoder_on_the_gpu(folder: Path) -> None:
     for ours, ref in zip(loader, on_cpu, strict=True):
         assert ours["image"].device.type == "cuda"
         assert mean_error(ours["image"].cpu(), ref["image"]) < 3
+
+
+def test_mixed_decoder_that_does_not_start_falls_back_to_dali_on_the_cpu(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("nvidia.dali")
+    from visionforge_resnet import dali_loader
+
+    real = dali_loader.build_pipeline
+
+    def build_pipeline(cfg: Any, batch_size: int, threads: int, device_id: int | None) -> Any:
+        if device_id is not None:
+            raise RuntimeError("CUDA driver version is insufficient for CUDA runtime version")
+        return real(cfg, batch_size, threads, device_id)
+
+    monkeypatch.setattr(dali_loader, "build_pipeline", build_pipeline)
+    data = dataset(folder)
+    cfg = LoaderConfig(num_workers=1, backend="dali")
+    gpu = torch.device("cuda", 0)
+    with pytest.warns(RuntimeWarning, match=r"mixed \(nvJPEG\) decoder does not start on cuda:0"):
+        loader = make_loader(SeededDataset(data, 3), ResumableSampler(12, 4), 4, cfg, 3, False, gpu)
+    assert isinstance(loader, BatchLoader) and loader.backend == "dali-cpu"
+    strict = LoaderConfig(num_workers=1, backend="dali", backend_fallback="error")
+    with pytest.raises(ConfigError, match="driver version is insufficient"):
+        make_loader(SeededDataset(data, 3), ResumableSampler(12, 4), 4, strict, 3, False, gpu)

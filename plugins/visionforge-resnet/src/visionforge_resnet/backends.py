@@ -10,6 +10,7 @@ line instead.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import warnings
 from typing import Any
@@ -21,7 +22,7 @@ from visionforge.engine.data import SeededDataset, default_num_workers
 from visionforge.errors import ConfigError
 from visionforge.interfaces import BatchLoader
 
-DALI_INSTALL = 'pip install "visionforge-resnet[dali]"  (the nvidia-dali-cuda130 wheel)'
+DALI_INSTALL = 'pip install "visionforge-resnet[dali]" (nvidia-dali-cuda130)'
 
 
 def dali_missing() -> str | None:
@@ -72,14 +73,22 @@ def build_loader(
             from visionforge_resnet.dali_loader import DaliLoader
 
             threads = cfg.num_workers if cfg.num_workers is not None else default_num_workers()
-            return DaliLoader(
-                seeded,
-                sampler,
-                batch_size,
-                threads=threads,
-                device=device,
-                pin_memory=pin_memory,
+            make = functools.partial(
+                DaliLoader, seeded, sampler, batch_size, threads=threads, pin_memory=pin_memory
             )
+            try:
+                return make(device=device)
+            except RuntimeError as err:
+                if device.type != "cuda":
+                    raise
+                first = next((line for line in str(err).splitlines() if line.strip()), "")
+                fall_back(
+                    cfg,
+                    f"data.loader.backend: dali: the mixed (nvJPEG) decoder does not start on "
+                    f"{device} ({first.strip()}); check the NVIDIA driver against the CUDA "
+                    "version of the DALI wheel; decoding with DALI on the CPU",
+                )
+                return make(device=torch.device("cpu"))
         fall_back(cfg, f"data.loader.backend: dali: {missing}; using backend: torch")
     if folder.config.decoder == "nvjpeg":
         missing = nvjpeg_missing(device)
