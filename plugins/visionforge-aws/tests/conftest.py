@@ -61,6 +61,8 @@ class FaultyProxy:
         self.faults = faults
         self.put_delay = put_delay
         self.puts: Counter[str] = Counter()
+        self.requests: Counter[str] = Counter()
+        """Requests by HTTP method (HEAD, GET, PUT, ...)."""
         self.injected: Counter[str] = Counter()
         self._lock = threading.Lock()
         proxy = self
@@ -105,6 +107,8 @@ class FaultyProxy:
                 return
             body += chunk
         fault: Fault = None
+        with self._lock:
+            self.requests[method] += 1
         if method == "PUT":
             key = unquote(urlsplit(target).path)
             with self._lock:

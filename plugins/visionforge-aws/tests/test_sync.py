@@ -148,3 +148,44 @@ def test_killed_sync_resumes_without_resending(
     assert report.transferred == sorted(set(files) - set(before))  # nothing re-sent
     assert report.skipped == len(before)
     assert remote(s3_bucket) == files
+
+
+@pytest.mark.slow
+def test_request_budget_one_put_per_file_and_no_head(
+    s3_bucket: str, tmp_path: Path, proxied: Any
+) -> None:
+    """Change detection costs a listing and the manifest's GET, never a HEAD per object; a
+    first sync sends each file in one PUT, a download fetches each in one GET."""
+    files = make_tree(tmp_path, count=30)
+    dst = f"{s3_bucket}/data"
+    first = sync(tmp_path, dst, progress=False)
+    assert first.ok and len(first.transferred) == len(files)
+    assert proxied.requests["HEAD"] == 0
+    object_puts = sum(n for key, n in proxied.puts.items() if not key.endswith(MANIFEST_NAME))
+    assert object_puts == len(files)
+    proxied.requests.clear()
+    again = sync(tmp_path, dst, progress=False)
+    assert again.skipped == len(files) and not again.transferred
+    assert dict(proxied.requests) == {"GET": 2}  # one listing page and the manifest
+    proxied.requests.clear()
+    down = sync(dst, tmp_path / "down", progress=False)
+    assert down.ok and len(down.transferred) == len(files)
+    assert dict(proxied.requests) == {"GET": 2 + len(files)}  # one GET per file, no HEAD
+
+
+@pytest.mark.slow
+def test_download_restores_a_changed_file_of_the_same_size(s3_bucket: str, tmp_path: Path) -> None:
+    files = make_tree(tmp_path / "up")
+    assert sync(tmp_path / "up", f"{s3_bucket}/data", progress=False).ok
+    down = tmp_path / "down"
+    assert sync(f"{s3_bucket}/data", down, progress=False).ok
+    changed = "images/3/img_0003.jpg"
+    (down / changed).write_bytes(b"\x02" * len(files[changed]))
+    (down / "local-only.txt").write_text("mine")
+    again = sync(f"{s3_bucket}/data", down, progress=False)
+    assert again.ok and again.transferred == [changed] and again.skipped == len(files) - 1
+    assert (down / changed).read_bytes() == files[changed]
+    assert (down / "local-only.txt").exists()  # --delete is off by default
+    assert not list(down.rglob("*.partial"))
+    pruned = sync(f"{s3_bucket}/data", down, delete=True, progress=False)
+    assert pruned.deleted == ["local-only.txt"] and not (down / "local-only.txt").exists()

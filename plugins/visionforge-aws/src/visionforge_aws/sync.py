@@ -176,7 +176,10 @@ class _Syncer:
         if not is_s3(url):
             root = Path(url)
             return await asyncio.to_thread(_local_tree, root) if root.is_dir() else {}
-        files, known = await asyncio.gather(s3.tree(url), s3.read_manifest(url))
+        try:
+            files, known = await asyncio.gather(s3.tree(url), s3.read_manifest(url))
+        except (FileNotFoundError, PermissionError) as err:
+            raise SyncError(f"{url}: cannot list it ({err}); check the bucket and access") from err
         for key, state in files.items():
             entry = known.get(key)
             if entry is not None and entry.size == state.size:
@@ -294,7 +297,7 @@ class _Syncer:
             return state
 
         async def fetch_small() -> None:
-            data = await s3.fs._cat_file(remote)
+            data = await s3.get_bytes(remote)
             if state.sha256 and hashlib.sha256(data).hexdigest() != state.sha256:
                 raise OSError(f"{key}: downloaded content does not match its sha256")
             _write_small(target, data)

@@ -11,8 +11,8 @@ with ``datetime.fromisoformat`` instead of dateutil (4,197 of them cost seconds)
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,12 +50,22 @@ def fast_timestamp(text: str) -> datetime:
         return parse_timestamp(text)
 
 
+@functools.cache
+def _loader(data_path: str | None) -> Any:
+    """botocore's loader of service models, shared by the syncs of a process (loading S3's
+    model and endpoint rules costs a few hundred ms of CPU; they never change)."""
+    from botocore.loaders import create_loader
+
+    return create_loader(data_path)
+
+
 def _session() -> Any:
-    """An aiobotocore session (standard AWS configuration) whose parsers use
-    :func:`fast_timestamp`."""
+    """An aiobotocore session (standard AWS configuration: credentials, region and endpoint
+    are resolved afresh for each sync) whose parsers use :func:`fast_timestamp`."""
     from aiobotocore.session import AioSession
 
     session = AioSession()
+    session.register_component("data_loader", _loader(session.get_config_variable("data_path")))
     session.get_component("response_parser_factory").set_parser_defaults(
         timestamp_parser=fast_timestamp
     )
@@ -111,24 +121,25 @@ class S3:
             await self.client.close()
 
     async def tree(self, prefix: str) -> dict[str, FileState]:
-        """Objects under ``prefix`` (one paginated listing), by relative key."""
-        root = strip(prefix)
-        try:
-            found = await self.fs._find(root, detail=True)
-        except FileNotFoundError:
-            return {}
-        files = {}
-        for path, info in found.items():
-            if info.get("type") == "directory":
-                continue
-            key = path[len(root) + 1 :] if path != root else os.path.basename(path)
-            if key and key != MANIFEST_NAME:
-                files[key] = FileState(int(info["size"]))
+        """Objects under ``prefix``, by relative key: one paginated ListObjectsV2 (no HEAD,
+        no s3fs directory cache); folder placeholders and the manifest are left out."""
+        bucket, _, key = strip(prefix).partition("/")
+        start = f"{key}/" if key else ""
+        files: dict[str, FileState] = {}
+        page: dict[str, Any] = {"IsTruncated": True}
+        while page.get("IsTruncated"):
+            token = page.get("NextContinuationToken")
+            more = {"ContinuationToken": token} if token else {}
+            page = await self.fs._call_s3("list_objects_v2", Bucket=bucket, Prefix=start, **more)
+            for item in page.get("Contents", []):
+                name = item["Key"][len(start) :]
+                if name and not name.endswith("/") and name != MANIFEST_NAME:
+                    files[name] = FileState(int(item["Size"]))
         return files
 
     async def read_manifest(self, prefix: str) -> dict[str, FileState]:
         try:
-            raw = await self.fs._cat_file(f"{strip(prefix)}/{MANIFEST_NAME}")
+            raw = await self.get_bytes(f"{strip(prefix)}/{MANIFEST_NAME}")
         except FileNotFoundError:
             return {}
         data = json.loads(raw)
@@ -153,6 +164,14 @@ class S3:
         meta = await self.fs._metadata(path, refresh=True)
         value = meta.get(HASH_KEY)
         return str(value) if value else None
+
+    async def get_bytes(self, path: str) -> bytes:
+        """An object's content in one GET (s3fs's ``cat_file`` HEADs it first)."""
+        bucket, _, key = path.partition("/")
+        answer = await self.fs._call_s3("get_object", Bucket=bucket, Key=key)
+        async with answer["Body"] as body:
+            data: bytes = await body.read()
+        return data
 
     async def put_bytes(self, path: str, data: bytes, sha256: str) -> None:
         """One PUT (``data`` below s3fs's multipart threshold) carrying its hash."""
