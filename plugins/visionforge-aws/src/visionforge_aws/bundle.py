@@ -51,12 +51,21 @@ os.execv(sys.executable, [sys.executable, "-m", "visionforge.cli", "aws", "sagem
 
 
 def visionforge_distributions() -> list[metadata.Distribution]:
-    """Installed distributions named visionforge or visionforge-*, sorted by name."""
+    """Installed distributions named visionforge or visionforge-*, sorted by name.
+
+    An installed record (with ``direct_url.json``) wins over build metadata of the same name
+    found first on ``sys.path`` (the ``visionforge.egg-info`` a wheel build leaves in a
+    checkout, seen when running from its root)."""
     found: dict[str, metadata.Distribution] = {}
     for dist in metadata.distributions():
         name = (dist.metadata["Name"] or "").lower().replace("_", "-")
-        if name == "visionforge" or name.startswith("visionforge-"):
-            found.setdefault(name, dist)
+        if name != "visionforge" and not name.startswith("visionforge-"):
+            continue
+        if name not in found or (
+            found[name].read_text("direct_url.json") is None
+            and dist.read_text("direct_url.json") is not None
+        ):
+            found[name] = dist
     return [found[name] for name in sorted(found)]
 
 
