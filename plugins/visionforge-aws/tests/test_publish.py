@@ -200,6 +200,7 @@ def test_model_package_is_registered_once(
         "metrics": {"top1": 0.8},
     }
     assert request["CustomerMetadataProperties"]["visionforge:version"] == "1"
+    assert 1 <= len(request["ClientToken"]) <= 36  # SageMaker's limit (moto does not check)
     stored = objects(prefix)[PROJECT_MANIFEST]
     project = json.loads(stored)
     assert project["models"]["student"]["1"]["model_package"]["arn"] == first.model_package_arn
@@ -217,6 +218,7 @@ def bucket_rules(client: Any) -> list[dict[str, Any]]:
     return list(client.get_bucket_lifecycle_configuration(Bucket="lifecycle")["Rules"])
 
 
+@pytest.mark.slow  # boto3 clients and moto: ~15 s on a loaded 2-core machine
 def test_lifecycle_rules_merge_by_id(moto_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import boto3
 

@@ -103,8 +103,8 @@ def model_package_request(
     """The CreateModelPackage request of one published version (model data: the version
     folder, uncompressed; metrics: its metrics.json)."""
     identity = {PROJECT_KEY: project, NAME_KEY: name, VERSION_KEY: version}
-    token = hashlib.sha256("\n".join(identity.values()).encode()).hexdigest()[:64]
-    properties = {**identity, MODEL_KEY: model_id or ""}
+    token = hashlib.sha256("\n".join(identity.values()).encode()).hexdigest()[:36]  # max 36
+    properties = {**identity, **({MODEL_KEY: model_id} if model_id else {})}
     return {
         "ModelPackageGroupName": group,
         "ModelPackageDescription": f"{name} {version} from {project}",
