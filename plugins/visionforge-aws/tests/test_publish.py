@@ -9,6 +9,8 @@ from typing import Any
 
 import fsspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from visionforge import cli, lineage
 from visionforge.errors import ConfigError, StorageError
@@ -266,3 +268,38 @@ def test_lifecycle_rules_merge_by_id(moto_server: Any, monkeypatch: pytest.Monke
     missing = publish_aws.plan_lifecycle("s3://no-such-bucket/p", [], 30, "GLACIER")
     with pytest.raises(StorageError, match="^--lifecycle: bucket no-such-bucket: NoSuchBucket: "):
         publish_aws.apply_lifecycle(missing)
+
+
+rule_ids = st.sampled_from(["a", "b", publish_aws.ABORT_RULE_ID, "visionforge-archive-x"])
+rules = st.lists(
+    st.builds(
+        lambda rule_id, days: {
+            "ID": rule_id,
+            "Status": "Enabled",
+            "Filter": {"Prefix": ""},
+            "Expiration": {"Days": days},
+        },
+        rule_ids,
+        st.integers(1, 400),
+    ),
+    unique_by=lambda rule: rule["ID"],
+    max_size=4,
+)
+
+
+@given(existing=rules, prefixes=st.lists(st.sampled_from(["jobs", "runs/old"]), max_size=2))
+def test_merging_keeps_other_rules_and_is_idempotent(
+    existing: list[dict[str, Any]], prefixes: list[str]
+) -> None:
+    ours = publish_aws.plan_lifecycle("s3://bucket/p", prefixes, 30, "GLACIER").rules()
+    merged = publish_aws.merge_rules(existing, ours)
+    our_ids = {rule["ID"] for rule in ours}
+    assert [r for r in merged if r["ID"] not in our_ids] == [
+        r for r in existing if r["ID"] not in our_ids
+    ]
+    assert [r for r in merged if r["ID"] in our_ids] == ours
+    again = publish_aws.merge_rules(merged, ours)
+    assert publish_aws._canonical(again) == publish_aws._canonical(merged)
+    # S3 answers an empty prefix filter as {}: still the same rules, no second PUT
+    answered = [{**r, "Filter": {}} if r["Filter"] == {"Prefix": ""} else r for r in merged]
+    assert publish_aws._canonical(answered) == publish_aws._canonical(merged)
