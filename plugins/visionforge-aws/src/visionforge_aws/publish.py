@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from visionforge import lineage, storage
-from visionforge.errors import ConfigError, StorageError
+from visionforge.errors import StorageError
 from visionforge_aws.sync import SyncReport, sync
 
 PROJECT_MANIFEST = "metadata/project_manifest.json"
@@ -106,24 +106,36 @@ class PublishReport:
 
 
 def _local_run_output(source: str, workdir: Path) -> str:
-    """A run id's output folder (downloaded when it lives on S3), else ``source`` itself."""
+    """A run id's folder: the one holding the run manifest among the run's artifacts
+    (``RunHandle.artifacts``: a SageMaker job's model is downloaded and extracted; a folder
+    on S3 is downloaded here); any other ``source`` is returned as it is."""
     if storage.exists(source) or "/" in source or os.sep in source:
         return source
     from visionforge.runners import records
 
     try:
-        record = records.load(source)
-    except ConfigError:
+        files = records.attach(source).artifacts()
+    except records.UnknownRunError:
         raise PublishError(
             f"{source}: no such file or folder, and no run with that id "
             "(publish takes run folders, artifacts with manifests, or run ids)"
         ) from None
-    if not storage.is_remote(record.output):
-        return record.output
-    local = workdir / "runs" / record.id
-    report = sync(record.output, local, progress=False)
+    manifests = sorted(
+        (f for f in files if f.replace(os.sep, "/").rsplit("/", 1)[-1] == lineage.RUN_MANIFEST),
+        key=lambda f: f.count("/"),
+    )
+    if not manifests:
+        raise PublishError(
+            f"run {source}: no {lineage.RUN_MANIFEST} among its artifacts (not finished? "
+            f"see: visionforge runs status {source})"
+        )
+    if not storage.is_remote(manifests[0]):
+        return os.path.dirname(manifests[0])
+    folder = manifests[0].rsplit("/", 1)[0]
+    local = workdir / "runs" / source
+    report = sync(folder, local, progress=False)
     if not report.ok:
-        raise PublishError(f"{source}: downloading {record.output} failed: {report.failed}")
+        raise PublishError(f"run {source}: downloading {folder} failed: {report.failed}")
     return str(local)
 
 
