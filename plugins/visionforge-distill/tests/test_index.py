@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -108,3 +110,18 @@ def test_a_single_query_gives_the_batch_answer_on_every_backend() -> None:
         for row in range(3):
             _, ids = index.search(gallery[row : row + 1], 4)
             np.testing.assert_array_equal(ids[0], batch_ids[row], err_msg=backend)
+
+
+@pytest.mark.skipif(not installed("usearch"), reason="usearch not installed")
+def test_usearch_exact_is_a_flat_scan_and_hnsw_is_saved_and_reloaded(tmp_path: Path) -> None:
+    gallery, _ = clustered(60, 1, 16, 0.0, 5)
+    queries, _ = clustered(60, 2, 16, 0.5, 5)
+    exact = CosineIndex(gallery, "usearch")
+    assert exact.save(tmp_path) is None and not list(tmp_path.iterdir())  # no graph built
+    _, want = CosineIndex(gallery, "torch").search(queries, 5)
+    for index in (exact, CosineIndex.load(tmp_path, gallery, "usearch", approximate=False)):
+        np.testing.assert_array_equal(index.search(queries, 5)[1], want)
+    hnsw = CosineIndex(gallery, "usearch", approximate=True)
+    assert hnsw.save(tmp_path) == "index.usearch"
+    reloaded = CosineIndex.load(tmp_path, gallery, "usearch", approximate=True)
+    np.testing.assert_array_equal(reloaded.search(queries, 5)[1], hnsw.search(queries, 5)[1])

@@ -89,7 +89,9 @@ class ClassFolders(Dataset[dict[str, Any]]):
         """View ``view`` of image ``index``: the same pixels whenever it is asked for."""
         image = self.images.load_image(index)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed(self.cfg.view_seed + salt, index, view))
+            # the CPU generator only: torch.manual_seed would also reseed (and not restore)
+            # CUDA's, and costs a stack capture per call while CUDA is uninitialized
+            torch.default_generator.manual_seed(sample_seed(self.cfg.view_seed + salt, index, view))
             return self.augment(image)
 
     def __getitem__(self, index: int) -> dict[str, Any]:

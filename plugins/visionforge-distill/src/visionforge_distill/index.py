@@ -60,15 +60,23 @@ def normalize(vectors: np.ndarray | torch.Tensor) -> np.ndarray:
 class CosineIndex:
     """A gallery of unit vectors searchable by cosine similarity on one backend.
 
-    ``approximate`` builds an HNSW graph (faiss or usearch) instead of exact search.
+    Exact search scans the whole gallery (faiss ``IndexFlatIP``, usearch's exhaustive
+    ``search(exact=True)`` without building an index, a torch matmul); ``approximate`` builds
+    an HNSW graph (faiss or usearch) instead. ``threads`` caps usearch's search threads
+    (0: all cores); faiss and torch follow their global thread settings.
     """
 
     def __init__(
-        self, gallery: np.ndarray, backend: str = "auto", approximate: bool = False
+        self,
+        gallery: np.ndarray,
+        backend: str = "auto",
+        approximate: bool = False,
+        threads: int = 0,
     ) -> None:
         self.gallery = normalize(gallery)
         self.backend: Backend = resolve_backend(backend)
         self.approximate = approximate
+        self.threads = threads
         if approximate and self.backend == "torch":
             raise ConfigError("approximate: HNSW search needs faiss-cpu or usearch installed")
         self._index: Any = self._build()
@@ -92,6 +100,8 @@ class CosineIndex:
             hnsw.add(self.gallery)
             return hnsw
         if self.backend == "usearch":
+            if not self.approximate:
+                return None  # usearch.index.search(exact=True) scans the gallery: no index
             from usearch.index import Index
 
             graph = Index(
@@ -112,9 +122,14 @@ class CosineIndex:
             _, ids = self._index.search(queries, count)
             return np.asarray(ids, dtype=np.int64)
         if self.backend == "usearch":
-            from usearch.index import BatchMatches
+            from usearch.index import BatchMatches, MetricKind, search
 
-            found = self._index.search(queries, count, exact=not self.approximate)
+            if self.approximate:
+                found = self._index.search(queries, count, threads=self.threads)
+            else:
+                found = search(
+                    self.gallery, queries, count, MetricKind.IP, exact=True, threads=self.threads
+                )
             keys = np.asarray(found.keys, dtype=np.int64).reshape(len(queries), -1)
             # one query gives Matches (its keys are all found), several give BatchMatches
             counts = found.counts if isinstance(found, BatchMatches) else [len(found.keys)]
@@ -135,8 +150,8 @@ class CosineIndex:
     def save(self, folder: Path) -> str | None:
         """Write the backend's index file into ``folder``; its name (None for torch)."""
         name = INDEX_FILES[self.backend]
-        if name is None:
-            return None
+        if name is None or self._index is None:
+            return None  # torch and exact usearch search the saved embeddings themselves
         if self.backend == "faiss":
             import faiss
 
@@ -147,16 +162,19 @@ class CosineIndex:
 
     @classmethod
     def load(
-        cls, folder: Path, gallery: np.ndarray, backend: str, approximate: bool
+        cls, folder: Path, gallery: np.ndarray, backend: str, approximate: bool, threads: int = 0
     ) -> CosineIndex:
         """An index over ``gallery`` read from ``folder`` (as :meth:`save` wrote it)."""
         self = cls.__new__(cls)
         self.gallery = normalize(gallery)
         self.backend = resolve_backend(backend)
         self.approximate = approximate
+        self.threads = threads
         name = INDEX_FILES[self.backend]
         if name is None:
             self._index = torch.from_numpy(self.gallery)
+        elif self.backend == "usearch" and not approximate:
+            self._index = None
         elif self.backend == "faiss":
             import faiss
 
