@@ -112,7 +112,7 @@ class CosineIndex:
                 expansion_add=HNSW_EXPANSION_ADD,
                 expansion_search=HNSW_EXPANSION_SEARCH,
             )
-            graph.add(np.arange(self.size, dtype=np.uint64), self.gallery)
+            graph.add(np.arange(self.size, dtype=np.uint64), self.gallery, threads=self.threads)
             return graph
         return torch.from_numpy(self.gallery)
 
