@@ -218,7 +218,7 @@ def test_missing_dali_falls_back_with_one_line(
     messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(messages) == 1
     assert "data.loader.backend: dali: NVIDIA DALI is not installed" in messages[0]
-    assert 'pip install "visionforge-resnet[dali]"' in messages[0]
+    assert "install it with: pip install nvidia-dali-cuda130" in messages[0]
     assert "using backend: torch" in messages[0] and "\n" not in messages[0]
     assert not isinstance(loader, BatchLoader)
     _, torch_batches = batches(data, "torch")

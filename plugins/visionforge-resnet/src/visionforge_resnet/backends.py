@@ -1,6 +1,6 @@
 """Which loader an ``imagenet_folder`` dataset gets, and the fallback when it cannot run.
 
-``data.loader.backend: dali`` needs NVIDIA DALI (``pip install "visionforge-resnet[dali]"``);
+``data.loader.backend: dali`` needs NVIDIA DALI (the ``dali`` extra: ``nvidia-dali-cuda130``);
 ``decoder: nvjpeg`` needs a CUDA training device. When either is missing,
 ``data.loader.backend_fallback: warn`` (default) gives one warning naming what is missing
 and how to get it, then the torch DataLoader with ``decoder: reduced`` runs (the same crops
@@ -22,7 +22,7 @@ from visionforge.engine.data import SeededDataset, default_num_workers
 from visionforge.errors import ConfigError
 from visionforge.interfaces import BatchLoader
 
-DALI_INSTALL = 'pip install "visionforge-resnet[dali]" (nvidia-dali-cuda130)'
+DALI_INSTALL = "pip install nvidia-dali-cuda130 (the dali extra of visionforge-resnet)"
 
 
 def dali_missing() -> str | None:
@@ -30,7 +30,7 @@ def dali_missing() -> str | None:
     try:
         importlib.import_module("nvidia.dali")
     except ImportError as err:
-        return f"NVIDIA DALI is not installed ({err}); install it with {DALI_INSTALL}"
+        return f"NVIDIA DALI is not installed ({err}); install it with: {DALI_INSTALL}"
     return None
 
 
