@@ -51,7 +51,8 @@ def theirs(device: torch.device) -> tuple[torch.nn.Module, Step]:
         "backbone": "resnet50",  # timm, frozen batch norm
         "use_pretrained_backbone": False,  # random weights, no download
     }
-    model: torch.nn.Module = DetrForObjectDetection(DetrConfig(**sizes)).to(device)
+    model: torch.nn.Module = DetrForObjectDetection(DetrConfig(**sizes))
+    model.to(device)
     return model, transformers_step(model, device)
 
 

@@ -42,7 +42,8 @@ def theirs(device: torch.device) -> tuple[torch.nn.Module, Step]:
         "dropout": 0.0,
     }
     config = DeformableDetrConfig(**sizes)
-    model: torch.nn.Module = DeformableDetrForObjectDetection(config).to(device)
+    model: torch.nn.Module = DeformableDetrForObjectDetection(config)
+    model.to(device)
     return model, transformers_step(model, device)
 
 
