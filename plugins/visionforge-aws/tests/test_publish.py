@@ -4,6 +4,9 @@ back from S3, idempotency; the model registry and lifecycle rules on moto."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +67,7 @@ def objects(prefix: str) -> dict[str, bytes]:
 
 @pytest.mark.slow
 def test_publish_layout_lineage_and_second_run_changes_nothing(
-    s3_bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    s3_bucket: str, s3_server: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     made = distilled_run(tmp_path)
     prefix = f"{s3_bucket}/projects/cards"
@@ -125,6 +128,14 @@ def test_publish_layout_lineage_and_second_run_changes_nothing(
     assert lines[2].startswith(f"  <- checkpoint {ids['teacher']} {teacher_url}")
     assert lines[3].startswith(f"    <- dataset {ids['data']} {prefix}/data/{ids['data']}/")
     assert len(lines) == 4
+
+    # a fresh process with nothing but the standard AWS configuration (AWS_ENDPOINT_URL)
+    env = {k: v for k, v in os.environ.items() if "ENDPOINT" not in k}
+    env["AWS_ENDPOINT_URL"] = s3_server.endpoint
+    command = [sys.executable, "-m", "visionforge.cli", "lineage", f"{prefix}/{version}best.onnx"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == lines
 
     assert cli.main(["lineage", f"{prefix}/{version}"]) == 0  # the run, by its folder
     lines = capsys.readouterr().out.splitlines()
