@@ -42,7 +42,10 @@ def distilled_run(root: Path) -> dict[str, str]:
         ckpt = _file(run / name, content)
         lineage.write_manifest(ckpt, "checkpoint", parents=[teacher, data], metrics={"top1": 0.7})
     best = _file(run / "best.ckpt", b"student weights")
-    lineage.write_manifest(best, "checkpoint", parents=[teacher, data], metrics={"top1": 0.8})
+    foreign = _file(root / "downloaded" / "backbone.pth", b"weights without a manifest")
+    lineage.write_manifest(
+        best, "checkpoint", parents=[teacher, data, foreign], metrics={"top1": 0.8}
+    )
     onnx_path = _file(run / "best.onnx", b"graph")  # the bytes do not matter to publishing
     lineage.write_manifest(onnx_path, "onnx", parents=[best], metrics={"max_abs_diff": 1e-6})
     _file(run / "recipe.json", json.dumps({"model": {"type": "timm"}}).encode())
@@ -73,8 +76,10 @@ def test_publish_layout_lineage_and_second_run_changes_nothing(
     prefix = f"{s3_bucket}/projects/cards"
     args = ["aws", "publish", made["run"], "--to", prefix, "--name", "student", "--quiet"]
     assert cli.main(args) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "published student 1:" in out
+    foreign = str(tmp_path / "downloaded" / "backbone.pth")
+    assert f"models/student/1/best.ckpt: parent {foreign} not published (no manifest)" in err
     stored = objects(prefix)
     ids = {k: lineage.read_manifest(v)["id"] for k, v in made.items()}
     version = "models/student/1/"
@@ -111,6 +116,8 @@ def test_publish_layout_lineage_and_second_run_changes_nothing(
     assert onnx_entry["parents"] == [ids["best"]]
     assert onnx_entry["size"] == len(stored[version + "best.onnx"])
     assert by_id[ids["best"]]["parents"] == [ids["teacher"], ids["data"]]
+    unresolved = {"path": foreign, "id": None, "reason": "no manifest"}
+    assert by_id[ids["best"]]["unresolved_parents"] == [unresolved]  # listed, not dropped
     assert by_id[ids["best"]]["metrics"] == {"top1": 0.8}
     assert by_id[ids["data"]]["license"] == "CC-BY-4.0"  # declared in its manifest
     assert by_id[ids["teacher"]]["license"] == "unknown"  # declared nowhere: not invented

@@ -313,7 +313,7 @@ def artifact_entry(item: Item, recipe: dict[str, Any] | None) -> dict[str, Any]:
         "kind": manifest.get("kind"),
         "size": manifest.get("size"),
         "sha256": manifest.get("sha256"),
-        "parents": [ref.get("id") for ref in manifest.get("parents") or []],
+        "parents": [ref["id"] for ref in manifest.get("parents") or [] if ref.get("id")],
         "unresolved_parents": item.unresolved,
         "metrics": manifest.get("metrics") or {},
         "recipe_sha256": manifest.get("recipe_sha256"),
