@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,22 @@ def build_ec2(cfg: Ec2RunnerConfig) -> Ec2Runner:
     return Ec2Runner(cfg)
 
 
-def _session(region: str | None) -> Any:
-    import boto3
+@cache
+def _models() -> Any:
+    """One botocore loader for every session: the EC2 model is parsed once per process."""
+    from botocore.loaders import create_loader
 
-    return boto3.session.Session(region_name=region)
+    return create_loader()
+
+
+def _session(region: str | None) -> Any:
+    """A fresh session (credentials and endpoints read now) sharing the parsed models."""
+    import boto3
+    import botocore.session
+
+    core = botocore.session.get_session()
+    core.register_component("data_loader", _models())
+    return boto3.session.Session(botocore_session=core, region_name=region)
 
 
 def _epoch(value: Any) -> float:
@@ -187,14 +200,13 @@ class Ec2Runner:
             wheels=wheels,
         )
 
-    def wheel_files(self, scratch: Path) -> list[Path]:
-        """``runner.wheels``' wheels, else wheels built from the installed packages."""
-        if self.cfg.wheels is None:
-            return bundle.build_wheels(scratch)
-        folder = Path(self.cfg.wheels).expanduser()
-        if not folder.is_dir():
-            raise ConfigError(f"runner.wheels: {self.cfg.wheels} is not a folder")
-        return sorted(folder.glob("*.whl"))
+    @staticmethod
+    def given_wheels(folder: str) -> list[Path]:
+        """The wheels in the ``runner.wheels`` folder."""
+        path = Path(folder).expanduser()
+        if not path.is_dir():
+            raise ConfigError(f"runner.wheels: {folder} is not a folder")
+        return sorted(path.glob("*.whl"))
 
     # ---------------------------------------------------------------- protocol
     def dry_run(self, recipe: Recipe) -> str:
@@ -209,7 +221,7 @@ class Ec2Runner:
         run_url = f"{self.cfg.s3_prefix.rstrip('/')}/{run_id}"
         _, notes = self.run_recipe(recipe, run_url, upload=False)
         wheels = (
-            ec2_userdata.check_wheels(self.wheel_files(Path()), "runner.wheels")
+            ec2_userdata.check_wheels(self.given_wheels(self.cfg.wheels), "runner.wheels")
             if self.cfg.wheels
             else ec2_userdata.installed_wheels()
         )
@@ -253,11 +265,15 @@ class Ec2Runner:
             print(note, file=sys.stderr)
         print(f"cost: {estimate.describe()}", file=sys.stderr)
         with tempfile.TemporaryDirectory(prefix="visionforge-ec2-") as tmp:
-            files = self.wheel_files(Path(tmp))
+            files = (
+                self.given_wheels(self.cfg.wheels)
+                if self.cfg.wheels
+                else bundle.build_wheels(Path(tmp))
+            )
             wheels = ec2_userdata.check_wheels(files, "runner.wheels")
             for wheel in wheels:
-                assert wheel.path is not None  # read from a file
-                storage.put_file(wheel.path, f"{run_url}/{WHEELS}/{wheel.path.name}")
+                if wheel.path is not None:  # always: these were read from files
+                    storage.put_file(wheel.path, f"{run_url}/{WHEELS}/{wheel.path.name}")
         storage.write_bytes_atomic(f"{run_url}/{agent.RECIPE}", json.dumps(data, indent=2).encode())
         request = self.launch_request(
             run_id=run_id,
@@ -355,8 +371,11 @@ class Ec2Run:
         launched = self.record.state.get("launch_time")
         if not estimate or launched is None:
             return None
+        if instance is None:  # EC2 forgets terminated instances after a while
+            recorded: dict[str, Any] | None = self.record.state.get("cost")
+            return recorded
         end, final = time.time(), False
-        if instance is not None and instance["State"]["Name"] == "terminated":
+        if instance["State"]["Name"] == "terminated":
             final = True
             stamp = _REASON_TIME.search(instance.get("StateTransitionReason", ""))
             if stamp:
@@ -365,8 +384,6 @@ class Ec2Run:
                     .replace(tzinfo=timezone.utc)
                     .timestamp()
                 )
-        elif instance is None:
-            final = True
         return costs.ec2_billed_cost(
             max(0.0, end - float(launched)),
             float(estimate["usd_per_hour"]),
