@@ -336,7 +336,10 @@ def primary_artifact(items: Iterable[Item]) -> Item | None:
 
 
 def read_project(prefix: str) -> dict[str, Any]:
+    """The project manifest under ``prefix`` as stored now (an empty project if none)."""
     url = f"{prefix}/{PROJECT_MANIFEST}"
+    fs, inner = storage.filesystem(url)
+    fs.invalidate_cache(os.path.dirname(inner))  # listings cached by this process may be old
     if not storage.exists(url):
         return {"format": PROJECT_FORMAT, "models": {}, "artifacts": []}
     try:
