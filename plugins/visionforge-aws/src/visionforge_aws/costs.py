@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import statistics
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -104,8 +105,11 @@ def current_spot_price(ec2: Any, instance_type: str) -> tuple[float, list[str]] 
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        answer = ec2.describe_spot_price_history(
-            InstanceTypes=[instance_type], ProductDescriptions=["Linux/UNIX"], MaxResults=100
+        answer = ec2.describe_spot_price_history(  # from now: the price in force per zone
+            InstanceTypes=[instance_type],
+            ProductDescriptions=["Linux/UNIX"],
+            StartTime=datetime.now(timezone.utc),
+            MaxResults=100,
         )
     except (BotoCoreError, ClientError):
         return None
