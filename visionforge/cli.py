@@ -25,6 +25,7 @@ from visionforge import __version__, storage
 from visionforge.config import Recipe, blame, load_recipe, recipe_from_dict
 from visionforge.errors import ConfigError, VisionforgeError
 from visionforge.registry import REGISTRIES, format_validation_error
+from visionforge.run_folder import RUN_CHECKPOINTS
 
 if TYPE_CHECKING:
     import torch
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 Command = Callable[[argparse.Namespace], int]
 
 RECIPE_SUFFIXES = (".yaml", ".yml", ".json")
-RUN_CHECKPOINTS = ("best.ckpt", "last.ckpt")
 PREDICT_BATCH = 32
 
 
@@ -350,9 +350,10 @@ def _predict_preprocess(recipe: Recipe) -> tuple[int, Callable[[torch.Tensor], t
 def _predict_detections(model: Any, recipe: Recipe, checkpoint: str | None, args: Any) -> int:
     """Detectors (Predictor models): PNGs with boxes drawn and a COCO results JSON."""
     from visionforge import prediction
+    from visionforge.engine.distributed import choose_device
 
     out = args.out or prediction.default_out(checkpoint)
-    device = _device(args.device)
+    device = choose_device(args.device, option="--device")
     model.to(device).eval()
     results = prediction.detect(
         model,
@@ -377,16 +378,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from visionforge.engine import load_model
-    from visionforge.interfaces import Predictor
+    from visionforge.engine.distributed import choose_device
+    from visionforge.interfaces import NamedClasses, Predictor
 
     recipe, checkpoint = resolve_source(args.source, args.checkpoint, args.overrides)
     model, recipe = load_model(recipe, checkpoint)
     if isinstance(model, Predictor):
         return _predict_detections(model, recipe, checkpoint, args)
     channels, preprocess = _predict_preprocess(recipe)
-    device = _device(args.device)
+    device = choose_device(args.device, option="--device")
     model.to(device).eval()
-    names: list[str] | None = getattr(model, "class_names", None)
+    names = list(model.class_names) if isinstance(model, NamedClasses) else None
     results: list[dict[str, Any]] = []
     chunks = [args.images[i : i + PREDICT_BATCH] for i in range(0, len(args.images), PREDICT_BATCH)]
     for chunk in tqdm(chunks, desc="predict", unit="batch", disable=None):
@@ -424,16 +426,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         ]
         print("\n".join("  " + line for line in format_table(rows).splitlines()))
     return 0
-
-
-def _device(name: str) -> torch.device:
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available; use --device cpu")
-    return torch.device(name)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -848,7 +840,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser = build_parser()
         except VisionforgeError as err:  # e.g. a broken plugin under VISIONFORGE_STRICT_PLUGINS
             _report(err, debug)
-            return int(getattr(err, "exit_code", 2))
+            return err.exit_code
         try:
             args = parser.parse_args(arguments)
         except SystemExit as exit_request:
@@ -862,7 +854,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         except (VisionforgeError, ValidationError) as err:
             _report(err, debug)
-            return int(getattr(err, "exit_code", 2))
+            return err.exit_code if isinstance(err, VisionforgeError) else 2
         except Exception as err:
             _report(err, debug)
             return 1

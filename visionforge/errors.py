@@ -10,8 +10,11 @@ class VisionforgeError(Exception):
     """Base class for errors caused by user input (recipes, files, names).
 
     ``paths`` lists the dotted recipe fields at fault (``trainer.epochs``), so a caller can
-    say where the value came from (the recipe file, or ``--set``).
+    say where the value came from (the recipe file, or ``--set``). ``exit_code`` is the
+    ``visionforge`` command's exit status for it (subclasses for "ran but failed" use 1).
     """
+
+    exit_code: int = 2
 
     def __init__(self, *args: object, paths: Sequence[str] = ()) -> None:
         super().__init__(*args)

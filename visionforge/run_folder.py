@@ -20,7 +20,10 @@ from itertools import count
 from visionforge import storage
 from visionforge.errors import ConfigError
 
+BEST = "best.ckpt"
 LAST = "last.ckpt"
+RUN_CHECKPOINTS = (BEST, LAST)
+"""Where a run's model is read from, best first (``last.ckpt`` when no epoch was evaluated)."""
 RUN_FILES = ("manifest.json", "recipe.json", LAST)
 """Files whose presence means a folder holds a run (written by the trainer's rank 0)."""
 

@@ -117,7 +117,7 @@ def _preview(keys: list[str], limit: int = 4) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def load_weights(model: nn.Module, state_dict: Mapping[str, Any], source: str) -> None:
+def load_state_strict(model: nn.Module, state_dict: Mapping[str, Any], source: str) -> None:
     """Load ``state_dict`` strictly; mismatches raise CheckpointError naming a few keys."""
     own = model.state_dict()
     missing = sorted(k for k in own if k not in state_dict)
@@ -171,7 +171,7 @@ def load_model(
     model = build_model(recipe)
     if ckpt is not None and checkpoint is not None:
         weights = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
-        load_weights(model, weights, checkpoint)
+        load_state_strict(model, weights, checkpoint)
         names, ids = ckpt.get("class_names"), ckpt.get("category_ids")
         if isinstance(model, CategoryMapped):
             # the training data's label space, unless the model declares its own

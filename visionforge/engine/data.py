@@ -21,7 +21,7 @@ from torch.utils.data.dataloader import _BaseDataLoaderIter
 from visionforge.config import LoaderConfig
 from visionforge.engine.signals import protect_loader_worker, stop_signals_blocked
 from visionforge.errors import ConfigError
-from visionforge.interfaces import BatchLoader, LoaderProvider
+from visionforge.interfaces import BatchLoader, CollatingDataset, LoaderProvider
 
 SampleKey = tuple[int, int]
 
@@ -145,9 +145,14 @@ class ResumableSampler(Sampler[SampleKey]):
 
 
 def collate_of(dataset: Any) -> Callable[[list[Any]], Any]:
-    """The dataset's own ``collate_fn`` if it defines one, else torch's default_collate."""
-    fn = getattr(dataset, "collate_fn", None)
-    return fn if callable(fn) else default_collate
+    """The dataset's own ``collate_fn`` (a :class:`~visionforge.interfaces.CollatingDataset`),
+    else torch's default_collate."""
+    return dataset.collate_fn if isinstance(dataset, CollatingDataset) else default_collate
+
+
+def unwrapped(dataset: Any) -> Any:
+    """The user's dataset inside a :class:`SeededDataset` (``dataset`` itself otherwise)."""
+    return dataset.dataset if isinstance(dataset, SeededDataset) else dataset
 
 
 class StopSafeLoader(DataLoader[Any]):
@@ -184,7 +189,7 @@ def make_loader(
     """The loader ``data.loader`` asks for: the dataset's own when it is a
     :class:`~visionforge.interfaces.LoaderProvider` that builds one, else
     :func:`torch_loader`. ``device`` is the training device batches go to."""
-    inner = dataset.dataset if isinstance(dataset, SeededDataset) else dataset
+    inner = unwrapped(dataset)
     if isinstance(inner, LoaderProvider):
         own = inner.make_loader(
             dataset,
@@ -226,7 +231,7 @@ def torch_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=collate_of(getattr(dataset, "dataset", dataset)),
+        collate_fn=collate_of(unwrapped(dataset)),
         pin_memory=pin_memory,
         drop_last=False,
         generator=torch.Generator().manual_seed(seed),

@@ -51,10 +51,17 @@ class DistContext:
             self.owns_group = False
 
 
-def _resolve_device(name: str, local_rank: int) -> torch.device:
+def choose_device(
+    name: str, local_rank: int = 0, *, option: str = "trainer.device"
+) -> torch.device:
+    """The device ``auto``, ``cpu`` or ``cuda`` means here: ``auto`` is CUDA when there is a
+    CUDA device, else the CPU; ``local_rank`` picks the GPU (modulo the count). ``cuda``
+    without a CUDA device raises a ConfigError naming ``option`` (the field or flag)."""
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise ConfigError("trainer.device: 'cuda' requested but no CUDA device is available")
+            raise ConfigError(
+                f"{option}: 'cuda' requested but no CUDA device is available; use cpu or auto"
+            )
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
 
@@ -65,7 +72,7 @@ def setup(device: str) -> DistContext:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = _resolve_device(device, local_rank)
+    dev = choose_device(device, local_rank)
     ctx = DistContext(rank, local_rank, world_size, dev)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)

@@ -23,6 +23,7 @@ from visionforge.engine.averaging import accumulate, global_means
 from visionforge.engine.batch import ImagePreparer, move_to_device
 from visionforge.engine.checkpoint import load_model
 from visionforge.engine.data import SampleKey, SeededDataset, make_loader
+from visionforge.engine.distributed import choose_device
 from visionforge.errors import ConfigError
 from visionforge.interfaces import (
     BatchLoader,
@@ -34,6 +35,7 @@ from visionforge.interfaces import (
     ReportingEvaluator,
 )
 from visionforge.registry import REGISTRIES
+from visionforge.run_folder import RUN_CHECKPOINTS
 
 PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -213,7 +215,7 @@ def share_class_names(dataset: Any, evaluator: Evaluator) -> None:
 
 def _default_checkpoint(recipe: Recipe) -> str | None:
     output = recipe.trainer.output or ""
-    for name in ("best.ckpt", "last.ckpt"):
+    for name in RUN_CHECKPOINTS:
         candidate = storage.join(output, name)
         if storage.exists(candidate):
             return candidate
@@ -240,9 +242,8 @@ def evaluate(
         )
     use_ema = recipe.trainer.ema is None or recipe.trainer.ema.evaluate
     model, _ = load_model(recipe, checkpoint, use_ema=use_ema)
-    device = torch.device(
-        "cuda" if recipe.trainer.device != "cpu" and torch.cuda.is_available() else "cpu"
-    )
+    # a checkpoint trained on a GPU still evaluates on a machine without one
+    device = choose_device("cpu" if recipe.trainer.device == "cpu" else "auto")
     model.to(device)
     dataset = REGISTRIES.datasets.build(spec.as_dict(), f"data.{split}")
     evaluator = build_evaluator(recipe, dataset)

@@ -33,7 +33,7 @@ from visionforge.engine.checkpoint import (
     CHECKPOINT_FORMAT,
     build_model,
     load_checkpoint,
-    load_weights,
+    load_state_strict,
     restore_rng_state,
     rng_state,
     save_checkpoint,
@@ -84,9 +84,8 @@ from visionforge.interfaces import (
 )
 from visionforge.lineage import MANIFEST_SUFFIX, manifest_path, write_manifest
 from visionforge.registry import OBJECT_NAMESPACE, REGISTRIES
-from visionforge.run_folder import LAST, check_new_run_folder, clear_run_folder
+from visionforge.run_folder import BEST, LAST, check_new_run_folder, clear_run_folder
 
-BEST = "best.ckpt"
 SHORT_RUN_STEPS = 1000
 """Runs of at most this many optimizer steps log every step (unless log_every_steps is set)."""
 DEFAULT_LOG_EVERY_STEPS = 10
@@ -161,7 +160,7 @@ class Trainer:
         adopt_label_space(self.model, self.train_set)
         if cfg.init_checkpoint is not None:
             init = load_checkpoint(cfg.init_checkpoint)
-            load_weights(self.model, init["model"], cfg.init_checkpoint)
+            load_state_strict(self.model, init["model"], cfg.init_checkpoint)
         self.model.to(self.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -364,11 +363,11 @@ class Trainer:
         ckpt = load_checkpoint(source)
         if not self.allow_recipe_change:
             self._check_same_recipe(ckpt, source)
-        load_weights(self.model, ckpt["model"], source)
+        load_state_strict(self.model, ckpt["model"], source)
         if self.ema is not None:
             if ckpt.get("ema") is None:
                 raise CheckpointError(f"{source}: has no EMA weights but trainer.ema is set")
-            load_weights(self.ema.module, ckpt["ema"], source)
+            load_state_strict(self.ema.module, ckpt["ema"], source)
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         except (ValueError, KeyError) as err:

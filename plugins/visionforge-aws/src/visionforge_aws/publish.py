@@ -33,6 +33,7 @@ from typing import Any
 
 from visionforge import lineage, storage
 from visionforge.errors import StorageError
+from visionforge.run_folder import RUN_CHECKPOINTS
 from visionforge_aws.sync import SyncReport, sync
 
 PROJECT_MANIFEST = "metadata/project_manifest.json"
@@ -325,7 +326,7 @@ def artifact_entry(item: Item, recipe: dict[str, Any] | None) -> dict[str, Any]:
 def primary_artifact(items: Iterable[Item]) -> Item | None:
     """The version's model: ``best.ckpt``, else ``last.ckpt``, else the first checkpoint."""
     checkpoints = [i for i in items if i.manifest.get("kind") == "checkpoint" and not i.ancestor]
-    for name in ("best.ckpt", "last.ckpt"):
+    for name in RUN_CHECKPOINTS:
         for item in checkpoints:
             if item.key.endswith("/" + name):
                 return item

@@ -18,6 +18,7 @@ from typing import Any
 
 from visionforge import lineage, storage
 from visionforge.errors import StorageError
+from visionforge.run_folder import LAST
 from visionforge_resnet.presets import REFERENCE_VAL_TOP1
 
 METRIC = "val/top1"
@@ -94,7 +95,7 @@ def load_run_curve(run: str) -> tuple[str, dict[int, float]]:
     if run.endswith(".ckpt"):
         return run, val_top1_by_epoch(read_checkpoint_rows(run), run)
     csv_path = storage.join(run, "metrics.csv")
-    ckpt_path = storage.join(run, "last.ckpt")
+    ckpt_path = storage.join(run, LAST)
     csv_rows = read_csv_rows(csv_path) if storage.exists(csv_path) else None
     if csv_rows is not None:
         done = _epochs_done(ckpt_path)

@@ -25,6 +25,7 @@ from visionforge.engine.data import (
     default_num_workers,
     make_loader,
 )
+from visionforge.engine.distributed import choose_device
 from visionforge.engine.evaluation import autocast_for
 from visionforge.errors import ConfigError
 from visionforge.interfaces import BatchLoader
@@ -65,15 +66,6 @@ class LoaderBenchResult:
             else:
                 lines.append("the pipeline keeps up with the training step")
         return "\n".join(lines)
-
-
-def _device(recipe: Recipe) -> torch.device:
-    name = recipe.trainer.device
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("trainer.device: 'cuda' requested but no CUDA device is available")
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def _sync(device: torch.device) -> None:
@@ -158,7 +150,7 @@ def loader_bench(
     """Measure the recipe's training input pipeline, and the model step with and without it."""
     if batches < 1 or warmup < 0:
         raise ConfigError("loader-bench: need --batches >= 1 and --warmup >= 0")
-    device = _device(recipe)
+    device = choose_device(recipe.trainer.device)
     loader, sampler = _loader(recipe, device)
     backend = loader.backend if isinstance(loader, BatchLoader) else "torch"
     data = _batches(recipe, device, loader, sampler)
