@@ -188,7 +188,7 @@ def test_synthetic_classes_are_distinct() -> None:
 
 @pytest.mark.slow
 def test_resnet18_learns_synthetic_in_three_short_epochs() -> None:
-    """The quickstart's setting: ResNet-18 at 32 px, 256 images, 3 epochs of batch 32."""
+    """ResNet-18 at 32 px, 256 images, 3 epochs of batch 32 (the first quickstart's setting)."""
     torch.manual_seed(0)
     train = synthetic(num_classes=4, num_samples=256, image_size=32)
     val = synthetic(num_classes=4, num_samples=64, image_size=32, seed=1)

@@ -32,7 +32,7 @@ def test_quickstart_recipe_validates_and_fills_defaults() -> None:
     assert recipe.schedule.type == "cosine" and recipe.schedule.warmup_epochs == 1
     assert recipe.schedule.min_lr == 0.0  # a default: the recipe does not set it
     assert recipe.optimizer.type == "sgd" and recipe.optimizer.momentum == 0.9
-    assert recipe.model.fields() == {"name": "resnet18", "num_classes": 4}
+    assert recipe.model.fields() == {"name": "resnet10t", "num_classes": 4}
 
 
 def test_overrides_apply_yaml_typed_values() -> None:

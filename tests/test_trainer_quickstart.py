@@ -1,4 +1,4 @@
-"""The quickstart recipe (timm ResNet-18, generated 32 px images) converges whatever the
+"""The quickstart recipe (timm ResNet-10-T, generated 32 px images) converges whatever the
 seed, logs every step and plots a schedule worth looking at."""
 
 from __future__ import annotations
@@ -15,9 +15,15 @@ from visionforge.engine import Trainer
 
 RECIPE = Path(__file__).parents[1] / "examples" / "quickstart" / "recipe.yaml"
 
+MIN_TOP1 = 0.95
+"""Every seed must reach this val top-1 (4 classes: chance is 0.25). Seeds 0, 3 and 7 measured
+1.00 from epoch 2 on (64 val images then); 0.95 leaves room for a few of the 128 val images
+misread while the BatchNorm running statistics lag the last steps, and is still far above the
+0.72-0.81 that the earlier recipe (ResNet-18, 32 steps) reached with unlucky seeds."""
+
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 7])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
 def test_quickstart_recipe_converges_whatever_the_seed(tmp_path: Path, seed: int) -> None:
     recipe = load_recipe(
         RECIPE,
@@ -29,14 +35,11 @@ def test_quickstart_recipe_converges_whatever_the_seed(tmp_path: Path, seed: int
     assert [int(row["epoch"]) for row in rows] == list(range(1, recipe.trainer.epochs + 1))
     assert float(rows[-1]["train/loss"]) < float(rows[0]["train/loss"])
     assert set(result.metrics) >= {"val/top1"} and "val/top5" not in result.metrics
-    # 4 classes: chance is 0.25; measured 0.95 and 0.81 with two seeds (not yet >= 0.9 for all)
-    assert result.metrics["val/top1"] >= 0.75
+    assert result.metrics["val/top1"] >= MIN_TOP1, f"seed {seed}: {rows}"
     ckpt = torch.load(tmp_path / "run" / "last.ckpt", weights_only=True)
     steps = [row for row in ckpt["history"] if row["kind"] == "step"]
-    assert len(steps) == result_steps(recipe.trainer.epochs)  # a short run logs every step
+    train = recipe.data.train.as_dict()
+    steps_per_epoch = train["num_samples"] // recipe.trainer.batch_size  # drop_last
+    assert len(steps) == recipe.trainer.epochs * steps_per_epoch  # a short run logs every step
     assert len({row["lr"] for row in steps}) > 10  # warmup + cosine, not a flat line
     assert (tmp_path / "run" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
-
-
-def result_steps(epochs: int) -> int:
-    return epochs * (256 // 32)  # 256 training images, batches of 32, drop_last
