@@ -545,6 +545,18 @@ def test_dry_run_shows_the_script_and_request_and_launches_nothing(
     assert not storage.exists(f"{s3_bucket}/ec2") and not records.all_records()
 
 
+def test_dry_run_is_refused_by_runners_that_cannot_show_their_submission(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "recipe.yaml"
+    data = tiny_recipe({"type": "local"})
+    data["trainer"]["output"] = str(tmp_path / "runs" / "tiny")
+    path.write_text(yaml.safe_dump(data))
+    assert cli.main(["train", str(path), "--dry-run"]) == 2
+    assert "--dry-run: the LocalRunner runner does not support it" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
 def test_submit_ships_wheels_built_from_the_installed_packages(
     cloud: Cloud, s3_bucket: str, tmp_path: Path
