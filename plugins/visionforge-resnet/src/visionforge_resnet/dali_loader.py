@@ -35,15 +35,14 @@ from nvidia.dali.plugin.pytorch import feed_ndarray
 from visionforge.engine.data import SampleKey, SeededDataset
 from visionforge.errors import StorageError
 from visionforge_resnet.configs import ImageNetFolderConfig
-from visionforge_resnet.plans import CropPlan, draw_plan, image_size
+from visionforge_resnet.plans import CropPlan, EncodedSample, draw_plan, read_sample
 
 INTERPOLATION = {
     "bilinear": types.DALIInterpType.INTERP_LINEAR,
     "bicubic": types.DALIInterpType.INTERP_CUBIC,
 }
 
-ReadBatch = list[tuple[SampleKey, bytes, tuple[int, int], int, str]]
-"""Per sample: key, encoded file, (height, width) from its header, label, path."""
+ReadBatch = list[tuple[SampleKey, EncodedSample]]
 
 
 def build_pipeline(
@@ -138,30 +137,18 @@ class DaliLoader:
         return -(-len(self.sampler) // self.batch_size)
 
     def _read(self, keys: list[SampleKey]) -> ReadBatch:
-        batch: ReadBatch = []
-        for key in keys:
-            index = key[1]
-            data = self.folder.read_bytes(index)
-            path = self.folder.display_path(index)
-            try:
-                size = image_size(data)
-            except (OSError, ValueError) as err:
-                raise StorageError(
-                    f"{path}: cannot read the image header ({err}); replace or remove the file"
-                ) from None
-            batch.append((key, data, size, self.folder.label_of(index), path))
-        return batch
+        return [(key, read_sample(self.folder, key[1])) for key in keys]
 
     def _draw(self, batch: ReadBatch) -> list[CropPlan]:
         """Plans of the batch, seeded per sample like every backend (calling thread only)."""
         sized = self.plans.dataset
         assert isinstance(sized, _SizedPlans)
-        sized.sizes = {key[1]: size for key, _, size, _, _ in batch}
-        return [self.plans[key] for key, _, _, _, _ in batch]
+        sized.sizes = {key[1]: sample.size for key, sample in batch}
+        return [self.plans[key] for key, _ in batch]
 
     def _run(self, batch: ReadBatch, plans: list[CropPlan]) -> dict[str, torch.Tensor]:
         pipe = self.pipeline
-        pipe.feed_input("encoded", [np.frombuffer(data, np.uint8) for _, data, _, _, _ in batch])
+        pipe.feed_input("encoded", [np.frombuffer(s.data, np.uint8) for _, s in batch])
         pipe.feed_input("anchor", [np.array([p.box.top, p.box.left], np.int32) for p in plans])
         pipe.feed_input("shape", [np.array([p.box.height, p.box.width], np.int32) for p in plans])
         pipe.feed_input("flip", [np.array(int(p.flip), np.int32) for p in plans])
@@ -170,7 +157,7 @@ class DaliLoader:
         except RuntimeError as err:
             first = next((line for line in str(err).splitlines() if line.strip()), "error")
             raise StorageError(
-                f"DALI could not decode the batch of {batch[0][4]} and {len(batch) - 1} more "
+                f"DALI could not decode the batch of {batch[0][1].path} and {len(batch) - 1} more "
                 f"files ({first.strip()}); find the file with backend: torch"
             ) from None
         dense = images.as_tensor()
@@ -181,7 +168,7 @@ class DaliLoader:
         else:
             out = torch.empty(shape, dtype=torch.uint8, pin_memory=self.pin_memory)
             feed_ndarray(dense, out)
-        labels = torch.tensor([label for _, _, _, label, _ in batch], dtype=torch.int64)
+        labels = torch.tensor([sample.label for _, sample in batch], dtype=torch.int64)
         return {"image": out, "label": labels}
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:

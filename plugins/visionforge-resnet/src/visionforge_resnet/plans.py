@@ -62,6 +62,30 @@ def draw_plan(cfg: ImageNetFolderConfig, height: int, width: int) -> CropPlan:
     return CropPlan(CropBox(0, 0, height, width), False)
 
 
+@dataclass(frozen=True)
+class EncodedSample:
+    """One sample as read from storage: the file, its header size, label and path."""
+
+    data: bytes
+    size: tuple[int, int]
+    label: int
+    path: str
+
+
+def read_sample(folder: Any, index: int) -> EncodedSample:
+    """Sample ``index`` of an ``ImageNetFolder``, not decoded; an unreadable header names
+    the file."""
+    data = folder.read_bytes(index)
+    path = folder.display_path(index)
+    try:
+        size = image_size(data)
+    except (OSError, ValueError) as err:
+        raise StorageError(
+            f"{path}: cannot read the image header ({err}); replace or remove the file"
+        ) from None
+    return EncodedSample(data, size, folder.label_of(index), path)
+
+
 class PlannedItems:
     """Items ``{"encoded": bytes, "plan": CropPlan, "label": int, "path": str}`` of an
     ``imagenet_folder`` dataset: the file's bytes and its plan, nothing decoded. Wrap it in
@@ -75,17 +99,10 @@ class PlannedItems:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        data = self.dataset.read_bytes(index)
-        path = self.dataset.display_path(index)
-        try:
-            height, width = image_size(data)
-        except (OSError, ValueError) as err:
-            raise StorageError(
-                f"{path}: cannot read the image header ({err}); replace or remove the file"
-            ) from None
+        sample = read_sample(self.dataset, index)
         return {
-            "encoded": data,
-            "plan": draw_plan(self.cfg, height, width),
-            "label": self.dataset.label_of(index),
-            "path": path,
+            "encoded": sample.data,
+            "plan": draw_plan(self.cfg, *sample.size),
+            "label": sample.label,
+            "path": sample.path,
         }
