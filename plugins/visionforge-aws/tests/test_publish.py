@@ -50,6 +50,7 @@ def distilled_run(root: Path) -> dict[str, str]:
     lineage.write_manifest(onnx_path, "onnx", parents=[best], metrics={"max_abs_diff": 1e-6})
     _file(run / "recipe.json", json.dumps({"model": {"type": "timm"}}).encode())
     _file(run / "metrics.csv", b"epoch,top1\n1,0.8\n")
+    _file(run / "training_curves.png", b"\x89PNG stand-in")
     cost = {"wall_seconds": 12.5, "device": "cpu", "processes": 1}
     lineage.write_manifest(
         str(run),
@@ -95,6 +96,7 @@ def test_publish_layout_lineage_and_second_run_changes_nothing(
             "best.onnx.manifest.json",
             "recipe.json",
             "metrics.csv",
+            "training_curves.png",
             "metrics.json",
         )
     }

@@ -4,7 +4,8 @@ Layout under the project prefix::
 
     models/<name>/<version>/              the run's artifacts with their manifests (best/last
                                           checkpoints, ONNX, HEF, ...), the run's manifest.json,
-                                          recipe.json, metrics.csv, metrics.json
+                                          recipe.json, metrics.csv, training_curves.png,
+                                          metrics.json
     models/<name>/<version>/lineage/<id>/ ancestors that are not datasets (a teacher checkpoint)
     data/<id>/                            datasets in the lineage (the file their manifest
                                           describes, e.g. COCO annotations, and the manifest)
@@ -38,7 +39,7 @@ from visionforge_aws.sync import SyncReport, sync
 
 PROJECT_MANIFEST = "metadata/project_manifest.json"
 PROJECT_FORMAT = "visionforge-project/1"
-RUN_FILES = ("recipe.json", "metrics.csv")
+RUN_FILES = ("recipe.json", "metrics.csv", "training_curves.png")
 """Files of a run folder published beside its artifacts though they have no manifest."""
 EPOCH_PREFIX = "epoch_"
 UNKNOWN = "unknown"
