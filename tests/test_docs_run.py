@@ -82,6 +82,11 @@ RUN: tuple[tuple[str, str], ...] = (
         "python examples/resnet50_imagenet/train_tiny.py --out runs/tiny_resnet",
     ),
     ("examples/dino_rooms/README.md", "export EX=examples/dino_rooms"),
+    ("examples/detr_coco/README.md", "export EX=examples/detr_coco"),
+    (
+        "examples/detection_quickstart/README.md",
+        "visionforge train examples/detection_quickstart/recipe.yaml",
+    ),
 )
 """Blocks the slow test runs as written, in this order (later ones use earlier outputs)."""
 
@@ -189,13 +194,13 @@ SKIP: dict[tuple[str, str], str] = {
     ),
     ("examples/detr_coco/README.md", "visionforge coco convert my_yolo/ data/mine --from yolo "
      "--to coco --split train"): (
-        "placeholder YOLO dataset; tests/test_detection_detr_e2e.py trains a tiny DETR, "
-        "predicts and exports on generated data"
+        "placeholder YOLO dataset and the official weights; the README's toy-size block (RUN) "
+        "converts, splits, trains, evaluates, predicts and exports on generated data"
     ),
     ("examples/detr_coco/README.md", "visionforge predict runs/detr_coco/best.ckpt "
      "data/mine_split/val/images --out runs/detr_coco/pred --score-threshold 0.5"): (
-        "needs the fine-tuned run above; tests/test_detection_detr_e2e.py predicts and exports "
-        "with a tiny DETR"
+        "needs the full-size fine-tuned run above; the README's toy-size block (RUN) predicts "
+        "and exports ONNX from a tiny DETR"
     ),
     ("docs/cli.md", "visionforge train examples/quickstart/recipe.yaml"): (
         "a transcript of the run-folder numbering; tests/test_run_folder.py runs train twice, "
