@@ -35,6 +35,8 @@ from typing import Any
 from visionforge import lineage, storage
 from visionforge.errors import StorageError
 from visionforge.run_folder import RUN_CHECKPOINTS
+from visionforge_aws import publish_aws
+from visionforge_aws.publish_aws import LifecyclePlan
 from visionforge_aws.sync import SyncReport, sync
 
 PROJECT_MANIFEST = "metadata/project_manifest.json"
@@ -456,7 +458,7 @@ def publish(
     *,
     model_package_group: str | None = None,
     inference_image: str | None = None,
-    lifecycle: Any = None,
+    lifecycle: LifecyclePlan | None = None,
     all_checkpoints: bool = False,
     progress: bool = True,
 ) -> PublishReport:
@@ -468,8 +470,6 @@ def publish(
     (created if missing); ``lifecycle`` (a :class:`~visionforge_aws.publish_aws.LifecyclePlan`)
     merges lifecycle rules into the bucket's. Raises :class:`PublishError`.
     """
-    from visionforge_aws import publish_aws
-
     prefix = to.rstrip("/")
     if not prefix.startswith("s3://") or len(prefix) <= len("s3://"):
         raise PublishError(f"--to {to}: must be an s3://bucket/prefix URL")
