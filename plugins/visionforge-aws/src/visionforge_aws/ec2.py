@@ -235,7 +235,8 @@ class Ec2Runner:
                 f"# dry run: nothing uploaded, nothing launched (run id would be {run_id})",
                 *(f"# {note}" for note in notes),
                 f"# would upload: {run_url}/recipe.json",
-                *(f"# would upload: {run_url}/{WHEELS}/{w.name}-{w.version} wheel" for w in wheels),
+                f"# would upload: {run_url}/{WHEELS}/: wheels of "
+                + ", ".join(w.pin for w in wheels),
                 f"# cost: {estimate.describe()}",
                 "# ---- user data ----",
                 script.rstrip("\n"),
