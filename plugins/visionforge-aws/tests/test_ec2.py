@@ -7,9 +7,11 @@ import base64
 import json
 import os
 import subprocess
+import threading
 import time
 import urllib.request
 import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -589,3 +591,67 @@ def test_the_resnet50_ec2_spot_example_is_the_recipe_with_a_runner_change() -> N
     assert {**spot, "name": local["name"]} == {k: v for k, v in local.items() if k != "runner"}
     recipe = recipe_from_dict(yaml.safe_load((folder / "ec2_spot.yaml").read_text()))
     assert recipe.runner.type == "ec2"
+
+
+class InstanceMetadata:
+    """IMDSv2 on loopback for the one instance the agent runs on: a token by PUT, then its id
+    and region; no spot notice (404)."""
+
+    def __init__(self, instance_id: str) -> None:
+        answers = {
+            "/latest/meta-data/instance-id": instance_id,
+            "/latest/meta-data/placement/region": "us-east-1",
+        }
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, code: int, body: str = "") -> None:
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body.encode())))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def do_PUT(self) -> None:
+                self._send(200, "token")
+
+            def do_GET(self) -> None:
+                if self.headers.get("X-aws-ec2-metadata-token") != "token":
+                    return self._send(401)
+                answer = answers.get(self.path)
+                self._send(404) if answer is None else self._send(200, answer)
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self._http.server_address[1]}"
+        threading.Thread(target=self._http.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
+
+@pytest.mark.slow
+def test_the_agent_trains_a_submitted_run_and_terminates_its_instance(
+    cloud: Cloud, wheels: Path, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the instance does after set-up: the agent reads the recipe.json the runner wrote,
+    trains, writes DONE and terminates its instance; the handle then reports completed, the
+    billed cost is final and in the manifest, and artifacts() brings the checkpoint home."""
+    handle = submit(tiny_recipe(ec2_runner(s3_bucket, cloud, wheels)))
+    metadata_server = InstanceMetadata(handle.record.state["instance_id"])
+    monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", metadata_server.endpoint)
+    try:
+        assert agent.run_agent(handle.url, tmp_path / "work", poll_s=0.2) == 0
+    finally:
+        metadata_server.close()
+    (instance,) = cloud.instances()
+    assert instance["State"]["Name"] == "terminated"  # terminate_when_done
+    assert handle.status() == "completed"
+    done = json.loads(storage.read_text(f"{handle.url}/{agent.DONE}"))
+    assert done["metrics"] and handle.result() == {k: float(v) for k, v in done["metrics"].items()}
+    cost = records.load(handle.id).state["cost"]
+    assert cost["final"]
+    assert json.loads(storage.read_text(f"{handle.url}/output/manifest.json"))["cost"] == cost
+    files = {Path(p).name for p in handle.artifacts()}
+    assert {"last.ckpt", "manifest.json"} <= files
