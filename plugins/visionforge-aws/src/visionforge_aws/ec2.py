@@ -265,6 +265,8 @@ class Ec2Runner:
         for note in notes:
             print(note, file=sys.stderr)
         print(f"cost: {estimate.describe()}", file=sys.stderr)
+        if not self.cfg.wheels:
+            print("building wheels of the installed visionforge packages ...", file=sys.stderr)
         with tempfile.TemporaryDirectory(prefix="visionforge-ec2-") as tmp:
             files = (
                 self.given_wheels(self.cfg.wheels)
