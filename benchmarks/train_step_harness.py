@@ -164,14 +164,14 @@ def main(title: str, script: str, builders: Mapping[str, Builder], doc: str) -> 
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--no-memory", action="store_true")
-    parser.add_argument("--only", choices=names, help="time one implementation")
+    parser.add_argument("--only", choices=names, nargs="+", help="time these implementations")
     parser.add_argument("--child-memory", choices=names, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_memory:
         child_memory(builders[args.child_memory], args)
         return
     device = torch.device(args.device)
-    chosen = (args.only,) if args.only else names
+    chosen = tuple(args.only) if args.only else names
     torch.manual_seed(0)
     built = {name: builders[name](device) for name in chosen}
     batch = make_batch(args, device)
@@ -195,12 +195,13 @@ def main(title: str, script: str, builders: Mapping[str, Builder], doc: str) -> 
         t = times[name]
         peak = f"{memory[name]:10.0f}" if memory else f"{'-':>10}"
         print(f"{name:14}{statistics.median(t):10.3f}{f'{min(t):.3f}-{max(t):.3f}':>16}{peak}")
-    if len(chosen) == 2:
-        ours, theirs = (times[name] for name in chosen)
+    ours = times[chosen[0]]
+    for name in chosen[1:]:
+        theirs = times[name]
         ratio = statistics.median(theirs) / statistics.median(ours)
         spread = (min(theirs) / max(ours), max(theirs) / min(ours))
         print(
-            f"speed-up ({chosen[1]} / {chosen[0]}, medians): {ratio:.2f}x "
+            f"speed-up ({name} / {chosen[0]}, medians): {ratio:.2f}x "
             f"(range {spread[0]:.2f}-{spread[1]:.2f})"
         )
     if args.profile:

@@ -338,17 +338,18 @@ class DeformableTransformer(nn.Module):
         proposal_memory, anchors = encoder_proposals(memory, padding, shapes)
         proposal_memory = self.enc_output_norm(self.enc_output(proposal_memory))
         scores = self.enc_out_class_embed(proposal_memory).max(-1).values
-        boxes_logit = self.enc_out_bbox_embed(proposal_memory) + anchors
         if scores.shape[1] < self.num_queries:
             raise ValueError(
                 f"DINO: the feature maps {shapes} give {scores.shape[1]} encoder tokens, fewer "
                 f"than num_queries={self.num_queries}; use larger images or fewer queries"
             )
         topk = torch.topk(scores, self.num_queries, dim=1).indices
-        selected_boxes = torch.gather(boxes_logit, 1, topk[..., None].expand(-1, -1, 4))
         selected_memory = torch.gather(
             proposal_memory, 1, topk[..., None].expand(-1, -1, proposal_memory.shape[-1])
         )
+        # the box head is per token: run it on the selected proposals only, not on all
+        selected_anchors = torch.gather(anchors, 1, topk[..., None].expand(-1, -1, 4))
+        selected_boxes = self.enc_out_bbox_embed(selected_memory) + selected_anchors
         batch = tokens.shape[0]
         content = self.tgt_embed.weight[None].expand(batch, -1, -1)
         anchors_logit = selected_boxes.detach()
