@@ -95,7 +95,8 @@ def test_faults_are_retried_and_everything_arrives(
     assert set(proxied.injected) == {"503", "drop", "drop-after"}
     # every 503 is retried by us; a dropped connection is sometimes retried by aiohttp itself
     # (a stale keep-alive connection), below the layer that counts
-    assert proxied.injected["503"] <= report.retries <= sum(proxied.injected.values())
+    counts = (report.retries, dict(proxied.injected), dict(proxied.requests))
+    assert proxied.injected["503"] <= report.retries <= sum(proxied.injected.values()), counts
     assert report.transferred == sorted(files)
     assert remote(s3_bucket) == files
     assert sync(tmp_path, f"{s3_bucket}/data", progress=False).skipped == len(files)

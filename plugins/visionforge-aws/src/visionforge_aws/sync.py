@@ -19,31 +19,20 @@ cancels the others. Credentials, region and endpoint come from the standard AWS 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
-import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 from tqdm import tqdm
 
 from visionforge.errors import StorageError
 from visionforge_aws.sync_s3 import MANIFEST_NAME, S3, FileState, is_s3, strip
+from visionforge_aws.sync_transfer import Mover, pool, sha256_file
 
 MANIFEST_EVERY_S = 5.0
-SMALL_FILE = 16 << 20
-"""Files up to this size go in one PUT (read into memory); larger ones as s3fs multipart
-uploads streamed from disk."""
-INLINE_IO = 1 << 20
-"""Files up to this size are read, hashed and written on the event loop (a page-cache read
-of a few KB costs less than handing it to a thread and back)."""
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 class SyncError(StorageError):
@@ -88,30 +77,6 @@ def _human(size: float) -> str:
     return f"{size:.1f} TB"
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _read_small(path: Path) -> tuple[bytes, FileState]:
-    """A file's bytes, with the size, hash and mtime of exactly those bytes."""
-    with open(path, "rb") as f:
-        stat = os.fstat(f.fileno())
-        data = f.read()
-    return data, FileState(len(data), hashlib.sha256(data).hexdigest(), stat.st_mtime_ns)
-
-
-def _write_small(target: Path, data: bytes) -> None:
-    """Write through a hidden partial file, so a killed sync leaves no truncated file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, target)
-
-
 def _local_tree(root: Path) -> dict[str, FileState]:
     """Every file under ``root`` by its '/'-separated relative key (symlinks followed)."""
     files: dict[str, FileState] = {}
@@ -131,8 +96,10 @@ def _hash_local(root: Path, keys: Iterable[str], files: dict[str, FileState]) ->
     todo = [k for k in keys if files[k].sha256 is None]
     if not todo:
         return
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
-        for key, digest in zip(todo, pool.map(lambda k: sha256_file(root / k), todo), strict=True):
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as executor:
+        for key, digest in zip(
+            todo, executor.map(lambda k: sha256_file(root / k), todo), strict=True
+        ):
             files[key].sha256 = digest
 
 
@@ -159,12 +126,11 @@ class _Syncer:
         self.source = source
         self.destination = destination
         self.concurrency = concurrency
-        self.retries = retries
-        self.backoff = backoff
         self.delete = delete
         self.dry_run = dry_run
         self.progress = progress
         self.report = SyncReport(source, destination, dry_run=dry_run)
+        self.mover = Mover(source, destination, retries=retries, backoff=backoff)
         self.dst_manifest: dict[str, FileState] = {}
         self._manifest_dirty = False
         self._manifest_written = time.monotonic()
@@ -225,103 +191,23 @@ class _Syncer:
         """Fill in the hash of ``keys`` without one from their objects' metadata (HEADs)."""
         unknown = [k for k in keys if files[k].sha256 is None]
         root = strip(url)
-        hashes = await self._pool(unknown, lambda k: s3.object_hash(f"{root}/{k}"))
+        hashes = await pool(unknown, lambda k: s3.object_hash(f"{root}/{k}"), self.concurrency)
         for key, digest in zip(unknown, hashes, strict=True):
             if isinstance(digest, str):
                 files[key].sha256 = digest
 
     # ------------------------------------------------------------------ transfers
 
-    async def _pool(
-        self, items: list[T], work: Callable[[T], Awaitable[R]]
-    ) -> list[R | BaseException]:
-        """``work`` on every item, ``concurrency`` at a time; exceptions are returned."""
-        results: list[R | BaseException] = [None] * len(items)  # type: ignore[list-item]
-        todo = iter(enumerate(items))
-
-        async def worker() -> None:
-            for i, item in todo:
-                try:
-                    results[i] = await work(item)
-                except Exception as err:
-                    results[i] = err
-
-        await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(items)))))
-        return results
-
-    async def _with_retries(self, call: Callable[[], Awaitable[None]]) -> None:
-        """Run ``call``; retry transient errors with exponential backoff and jitter."""
-        for attempt in range(self.retries + 1):
-            try:
-                await call()
-                return
-            except (PermissionError, FileNotFoundError, IsADirectoryError):
-                raise  # AccessDenied, NoSuchBucket, a vanished local file: retrying won't help
-            except Exception:
-                if attempt == self.retries:
-                    raise
-                self.report.retries += 1
-                delay = self.backoff * (2**attempt) * (0.5 + random.random())
-                await asyncio.sleep(min(delay, 20.0))
-
-    async def _upload(self, s3: S3, key: str, state: FileState) -> FileState:
-        local = Path(self.source) / key
-        remote = f"{strip(self.destination)}/{key}"
-        if state.size > SMALL_FILE:
-            digest = await asyncio.to_thread(sha256_file, local)
-            await self._with_retries(lambda: s3.put_file(str(local), remote, digest))
-            return FileState(state.size, digest, state.mtime_ns)
-        if state.size <= INLINE_IO:
-            data, sent = _read_small(local)
-        else:
-            data, sent = await asyncio.to_thread(_read_small, local)
-        digest = sent.sha256 or ""
-        await self._with_retries(lambda: s3.put_bytes(remote, data, digest))
-        return sent
-
-    async def _download(self, s3: S3, key: str, state: FileState) -> FileState:
-        remote = f"{strip(self.source)}/{key}"
-        target = Path(self.destination) / key
-        if state.size > INLINE_IO:
-
-            async def fetch_large() -> None:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                partial = target.with_name(f".{target.name}.partial")
-                await s3.fs._get_file(remote, str(partial))
-                if state.sha256 and await asyncio.to_thread(sha256_file, partial) != state.sha256:
-                    partial.unlink()
-                    raise OSError(f"{key}: downloaded content does not match its sha256")
-                os.replace(partial, target)
-
-            await self._with_retries(fetch_large)
-            return state
-
-        async def fetch_small() -> None:
-            data = await s3.get_bytes(remote)
-            if state.sha256 and hashlib.sha256(data).hexdigest() != state.sha256:
-                raise OSError(f"{key}: downloaded content does not match its sha256")
-            _write_small(target, data)
-
-        await self._with_retries(fetch_small)
-        return state
-
-    async def _copy(self, s3: S3, key: str, state: FileState) -> FileState:
-        src, dst = f"{strip(self.source)}/{key}", f"{strip(self.destination)}/{key}"
-        await self._with_retries(lambda: s3.fs._copy(src, dst))
-        return state
-
     async def _transfer(self, s3: S3, key: str, state: FileState, bar: tqdm) -> None:
-        if not is_s3(self.source):
-            move = self._upload
-        elif is_s3(self.destination):
-            move = self._copy
-        else:
-            move = self._download
         try:
-            sent = await move(s3, key, state)
+            sent = await self.mover.move(s3, key, state)
         except Exception as err:
             self.report.failed[key] = f"{type(err).__name__}: {err}"
             return
+        await self._arrived(s3, key, sent, bar)
+
+    async def _arrived(self, s3: S3, key: str, sent: FileState, bar: tqdm) -> None:
+        """Count a file that arrived and record it in the destination's manifest."""
         self.report.transferred.append(key)
         self.report.bytes += sent.size
         bar.update(sent.size)
@@ -339,7 +225,7 @@ class _Syncer:
         self._manifest_written = time.monotonic()
         snapshot = dict(self.dst_manifest)
         try:
-            await self._with_retries(lambda: s3.write_manifest(self.destination, snapshot))
+            await self.mover.with_retries(lambda: s3.write_manifest(self.destination, snapshot))
         except Exception as err:
             self._manifest_dirty = True
             if force:
@@ -350,7 +236,7 @@ class _Syncer:
             return
         if is_s3(self.destination):
             paths = [f"{strip(self.destination)}/{k}" for k in keys]
-            await self._with_retries(lambda: s3.fs._rm(paths))
+            await self.mover.with_retries(lambda: s3.fs._rm(paths))
             for key in keys:
                 self.dst_manifest.pop(key, None)
             self._manifest_dirty = True
@@ -380,12 +266,15 @@ class _Syncer:
                     disable=not self.progress or not plan.transfer,
                 ) as bar:
                     try:
-                        await self._pool(
-                            plan.transfer, lambda k: self._transfer(s3, k, src[k], bar)
+                        await pool(
+                            plan.transfer,
+                            lambda k: self._transfer(s3, k, src[k], bar),
+                            self.concurrency,
                         )
                         await self._delete(s3, plan.delete)
                     finally:
                         await self._maybe_write_manifest(s3, force=True)
+        self.report.retries = self.mover.retried
         self.report.transferred.sort()
         self.report.seconds = time.perf_counter() - start
         return self.report
