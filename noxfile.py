@@ -18,9 +18,15 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 
+# optional extras the tests exercise (without them those tests skip)
+TEST_EXTRAS = {"visionforge-resnet": "[dali]"}
+
+
 def install_project(session: nox.Session) -> None:
     """The core with its dev extras and every plugin, editable, under the pins."""
-    editable = [arg for plugin in PLUGINS for arg in ("-e", plugin)]
+    editable = [
+        arg for plugin in PLUGINS for arg in ("-e", plugin + TEST_EXTRAS.get(Path(plugin).name, ""))
+    ]
     session.install(*CONSTRAINTS, "-e", ".[dev]", *editable)
 
 
