@@ -72,6 +72,8 @@ def test_student_closes_the_embedding_gap_and_retrieves(
     assert embedding_gap(trainer) < 0.8 * gap_before
     assert {"val/top1", "val/top5", "train/embedding", "train/kl"} <= set(result.metrics)
     assert result.metrics["val/top5"] >= result.metrics["val/top1"]
+    # augmented queries against the clean gallery: chance is 1/8 (0.625 measured)
+    assert result.metrics["val/top1"] >= 3 / 8
 
 
 def test_cached_teacher_gives_the_same_losses_as_on_the_fly(
