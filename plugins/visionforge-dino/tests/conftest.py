@@ -1,14 +1,19 @@
-"""Fixtures of the dino ops tests: an isolated ops cache, the built CPU kernel, input maker."""
+"""Fixtures of the dino tests: an isolated ops cache, the built CPU kernel, input maker, and
+the training loop the tiny-detector learning tests share."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
+import visionforge
+from visionforge.engine.evaluation import with_predictions
 from visionforge_dino.ops import backends, build
 
 
@@ -83,3 +88,49 @@ def cpu_kernel(ops_cache: Path) -> str:
         pytest.skip(f"the C++ CPU kernel cannot be built here: {missing}")
     assert backends.ensure_compiled("cpu"), backends.failure("cpu")
     return "cpu"
+
+
+@dataclass
+class Overfit:
+    """Loss of the first and the last step, and the COCO metrics after the last."""
+
+    first_loss: float
+    last_loss: float
+    metrics: dict[str, float]
+
+
+def overfit(
+    model: nn.Module,
+    loss: str,
+    dataset: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    steps: int,
+    clip_grad_norm: float = 0.1,
+) -> Overfit:
+    """Train ``model`` with the ``loss`` criterion for ``steps`` steps on one batch holding
+    every image of ``dataset`` (a registry spec), then evaluate it on that batch
+    (``coco_bbox``)."""
+    data = visionforge.datasets.build(dataset)
+    batch = data.collate_fn([data[i] for i in range(len(data))])
+    criterion = visionforge.losses.build({"type": loss})
+    model.train()
+    first_loss: float | None = None
+    for _ in range(steps):
+        losses = criterion(model(batch), batch)
+        optimizer.zero_grad()
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        optimizer.step()
+        first_loss = float(losses["loss"].detach()) if first_loss is None else first_loss
+    assert first_loss is not None, "steps must be at least 1"
+    model.eval()
+    evaluator = visionforge.evaluators.build({"type": "coco_bbox", "plots": False})
+    with torch.no_grad():
+        evaluator.update(with_predictions(model, model(batch), batch), batch)
+    return Overfit(first_loss, float(losses["loss"].detach()), evaluator.compute())
+
+
+@pytest.fixture(scope="session")
+def overfit_detector() -> Callable[..., Overfit]:
+    """:func:`overfit`: ``overfit_detector(model, loss, dataset, optimizer, steps)``."""
+    return overfit

@@ -8,9 +8,11 @@ the same seeds the loop below reached 0.36 after 26 steps (loss 10.4 -> 4.4), so
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import torch
-from detector_training import overfit
 
 import visionforge
 
@@ -20,7 +22,7 @@ THRESHOLD = 0.25
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # CPU-bound: slow only where the CPUs are shared
-def test_tiny_detr_learns_synthetic_shapes() -> None:
+def test_tiny_detr_learns_synthetic_shapes(overfit_detector: Callable[..., Any]) -> None:
     torch.manual_seed(0)
     model = visionforge.models.build(
         {
@@ -56,6 +58,6 @@ def test_tiny_detr_learns_synthetic_shapes() -> None:
         "max_size": 0.5,
         "normalize": True,
     }
-    result = overfit(model, "detr", dataset, optimizer, STEPS)
+    result = overfit_detector(model, "detr", dataset, optimizer, STEPS)
     assert result.last_loss < 0.6 * result.first_loss
     assert result.metrics["AP50"] > THRESHOLD, result.metrics

@@ -10,9 +10,11 @@ platform rounding while being far above chance.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import torch
-from detector_training import overfit
 
 import visionforge
 
@@ -22,7 +24,7 @@ THRESHOLD = 0.5
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # CPU-bound: slow only where the CPUs are shared
-def test_tiny_dino_learns_synthetic_shapes() -> None:
+def test_tiny_dino_learns_synthetic_shapes(overfit_detector: Callable[..., Any]) -> None:
     torch.manual_seed(0)
     model = visionforge.models.build(
         {
@@ -52,6 +54,6 @@ def test_tiny_dino_learns_synthetic_shapes() -> None:
         "max_size": 0.5,
         "normalize": True,
     }
-    result = overfit(model, "dino", dataset, optimizer, STEPS)
+    result = overfit_detector(model, "dino", dataset, optimizer, STEPS)
     assert result.last_loss < 0.5 * result.first_loss
     assert result.metrics["AP50"] > THRESHOLD, result.metrics
