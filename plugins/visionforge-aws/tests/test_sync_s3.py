@@ -28,6 +28,7 @@ def test_other_timestamps_go_to_botocore() -> None:
     header = "Mon, 30 Nov 2026 18:31:33 GMT"  # GetObject's Last-Modified header
     assert fast_timestamp(header) == parse_timestamp(header)
     assert fast_timestamp(header).tzinfo is not None
+    assert fast_timestamp(1_796_063_493) == parse_timestamp(1_796_063_493)  # type: ignore[arg-type]
 
 
 def test_client_config_is_accepted_by_botocore() -> None:

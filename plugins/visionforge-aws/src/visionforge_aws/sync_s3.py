@@ -44,7 +44,7 @@ def fast_timestamp(text: str) -> datetime:
     (RFC 822 headers, epochs) goes to botocore's parser."""
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, AttributeError):  # not ISO 8601, or not a string
         from botocore.utils import parse_timestamp
 
         return parse_timestamp(text)
