@@ -1,6 +1,6 @@
 """Benchmark: distillation epoch time with the teacher cache vs the teacher on the fly.
 
-    python benchmarks/distill_cache.py --classes 24 --epochs 4
+    python benchmarks/distill_cache.py --classes 16 --epochs 3 --rounds 2 --batch-size 8 --threads 1
 
 The issue's case: a frozen ViT-B/14 teacher (DINOv2 sizes: hidden 768, 12 layers, patch 14,
 86M parameters, random weights, 224 px) distilled into an EfficientNet-Lite0 student (timm,
