@@ -25,6 +25,23 @@ from visionforge.config import ComponentConfig
 
 NAMESPACE = "detectiontest"
 
+TINY_DINO: dict[str, Any] = {
+    "type": "dino_r50_4scale",
+    "num_classes": 3,
+    "backbone": "resnet18",
+    "hidden_dim": 32,
+    "nheads": 4,
+    "enc_layers": 1,
+    "dec_layers": 2,
+    "dim_feedforward": 32,
+    "num_queries": 12,
+    "group_norm_groups": 8,
+    "dn_number": 6,
+    "num_select": 10,
+    "msda_backend": "pytorch",
+}
+"""A DINO small enough for CPU tests (the core DDP test and the dino plugin's tests)."""
+
 
 class TinyDetectorConfig(ComponentConfig):
     num_classes: int = 3

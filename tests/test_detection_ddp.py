@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from detection_support import detection_recipe, register
+from detection_support import TINY_DINO, detection_recipe, register
 from test_engine_support import SUBPROCESS_ENV
 
 from visionforge.config import recipe_from_dict
@@ -96,23 +96,6 @@ def test_two_processes_evaluate_like_one(tmp_path: Path) -> None:
     assert one_rank_sees_only_background(seed=0)
     data = two_process_recipe(tmp_path / "two")
     assert_single_process_evaluates_alike(data, train_on_two_processes(data, tmp_path))
-
-
-TINY_DINO = {
-    "type": "dino_r50_4scale",
-    "num_classes": 3,
-    "backbone": "resnet18",
-    "hidden_dim": 32,
-    "nheads": 4,
-    "enc_layers": 1,
-    "dec_layers": 2,
-    "dim_feedforward": 32,
-    "num_queries": 12,
-    "group_norm_groups": 8,
-    "dn_number": 6,
-    "num_select": 10,
-    "msda_backend": "pytorch",
-}
 
 
 @pytest.mark.slow

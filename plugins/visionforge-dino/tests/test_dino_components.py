@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from detection_support import TINY_DINO
 from torchvision import tv_tensors
 from torchvision.ops import box_convert, generalized_box_iou
 
@@ -19,26 +20,10 @@ from visionforge_dino.dino.criterion import DinoCriterion
 from visionforge_dino.dino.denoising import denoising_queries, group_count, noised_boxes
 from visionforge_dino.dino.model import DINO, top_detections
 
-TINY: dict[str, Any] = {
-    "type": "dino_r50_4scale",
-    "num_classes": 3,
-    "backbone": "resnet18",
-    "hidden_dim": 32,
-    "nheads": 4,
-    "enc_layers": 1,
-    "dec_layers": 2,
-    "dim_feedforward": 32,
-    "num_queries": 12,
-    "group_norm_groups": 8,
-    "dn_number": 6,
-    "num_select": 10,
-    "msda_backend": "pytorch",
-}
-
 
 def tiny_dino(**overrides: Any) -> DINO:
     torch.manual_seed(0)
-    model = visionforge.models.build({**TINY, **overrides})
+    model = visionforge.models.build({**TINY_DINO, **overrides})
     assert isinstance(model, DINO)
     return model
 

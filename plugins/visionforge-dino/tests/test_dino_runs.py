@@ -18,6 +18,7 @@ import onnx
 import onnxruntime
 import pytest
 import torch
+from detection_support import TINY_DINO
 from PIL import Image
 from torchvision.io import decode_png, read_file
 
@@ -32,22 +33,6 @@ LAUNCHER = Path(__file__).resolve().parents[3] / "tests" / "detection_support.py
 """The core tests' training script (``--kill-at STEP`` SIGKILLs after that step)."""
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-TINY_DINO: dict[str, Any] = {
-    "type": "dino_r50_4scale",
-    "num_classes": 3,
-    "backbone": "resnet18",
-    "hidden_dim": 32,
-    "nheads": 4,
-    "enc_layers": 1,
-    "dec_layers": 2,
-    "dim_feedforward": 32,
-    "num_queries": 12,
-    "group_norm_groups": 8,
-    "dn_number": 6,
-    "num_select": 10,
-    "msda_backend": "pytorch",
-}
 
 
 def tiny_recipe(output: Path, **trainer: Any) -> dict[str, Any]:
