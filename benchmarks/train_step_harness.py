@@ -190,11 +190,13 @@ def main(title: str, script: str, builders: Mapping[str, Builder], doc: str) -> 
         f"{args.height} x {args.width}, {torch.get_num_threads()} threads, {args.steps} steps "
         "each (alternating)"
     )
-    print(f"{'':14}{'median s':>10}{'min-max s':>16}{'peak MiB':>10}")
+    width = max(len(name) for name in chosen) + 2
+    print(f"{'':{width}}{'median s':>10}{'min-max s':>16}{'peak MiB':>10}")
     for name in chosen:
         t = times[name]
         peak = f"{memory[name]:10.0f}" if memory else f"{'-':>10}"
-        print(f"{name:14}{statistics.median(t):10.3f}{f'{min(t):.3f}-{max(t):.3f}':>16}{peak}")
+        spread = f"{min(t):.3f}-{max(t):.3f}"
+        print(f"{name:{width}}{statistics.median(t):10.3f}{spread:>16}{peak}")
     ours = times[chosen[0]]
     for name in chosen[1:]:
         theirs = times[name]
