@@ -184,6 +184,9 @@ SKIP: dict[tuple[str, str], str] = {
     ),
     ("docs/plugins/detr.md", "python benchmarks/detr_train_step.py --height 320 --width 400 "
      "--steps 3 --profile"): "a benchmark (minutes of CPU), not a check",
+    ("docs/plugins/dino.md", "python benchmarks/dino_train_step.py --steps 5"): (
+        "a benchmark (minutes of CPU), not a check"
+    ),
     ("examples/detr_coco/README.md", "visionforge train examples/detr_coco/recipe.yaml"): (
         "needs COCO 2017 and 16 GPUs for 500 epochs"
     ),
