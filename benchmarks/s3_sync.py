@@ -147,12 +147,12 @@ def main() -> None:
     print(f"{'re-sync     Python API':26}{spread(times['api2']):>28}   (no interpreter start-up)")
     print("\nCPU seconds, median (min-max): the client process, SeaweedFS meanwhile, per file")
     for name, label in (("ours1", "first sync  visionforge"), ("aws1", "first sync  aws s3 sync")):
-        client, server = clock.cpu[name], clock.weed[name]
-        per_file = 1000 * (statistics.median(client) + statistics.median(server)) / count
+        client, weed_cpu = clock.cpu[name], clock.weed[name]
+        per_file = 1000 * (statistics.median(client) + statistics.median(weed_cpu)) / count
         print(
-            f"{label:26}client {spread(client).strip():24} SeaweedFS {spread(server).strip():24}"
+            f"{label:26}client {spread(client).strip():24} SeaweedFS {spread(weed_cpu).strip():24}"
             f" {1000 * statistics.median(client) / count:.2f} + "
-            f"{1000 * statistics.median(server) / count:.2f} = {per_file:.2f} ms/file"
+            f"{1000 * statistics.median(weed_cpu) / count:.2f} = {per_file:.2f} ms/file"
         )
     for name, label in (("ours2", "re-sync     visionforge"), ("aws2", "re-sync     aws s3 sync")):
         print(f"{label:26}client {spread(clock.cpu[name]).strip():24}")

@@ -195,8 +195,8 @@ def main(title: str, script: str, builders: Mapping[str, Builder], doc: str) -> 
     for name in chosen:
         t = times[name]
         peak = f"{memory[name]:10.0f}" if memory else f"{'-':>10}"
-        spread = f"{min(t):.3f}-{max(t):.3f}"
-        print(f"{name:{width}}{statistics.median(t):10.3f}{spread:>16}{peak}")
+        span = f"{min(t):.3f}-{max(t):.3f}"
+        print(f"{name:{width}}{statistics.median(t):10.3f}{span:>16}{peak}")
     ours = times[chosen[0]]
     for name in chosen[1:]:
         theirs = times[name]
