@@ -7,7 +7,9 @@ sample. ``register()`` adds both to the registries under the ``enginetest`` name
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -165,6 +167,31 @@ def tiny_recipe(output: str | Path, **blocks: Any) -> Recipe:
     return recipe_from_dict(tiny_recipe_data(output, **blocks))
 
 
+class SignalAt:
+    """Plugin sending this process ``signum`` right after optimizer step ``step`` (SIGINT: a
+    preemption the trainer checkpoints; SIGKILL: a death nothing can handle)."""
+
+    def __init__(self, step: int, signum: int) -> None:
+        self.step = step
+        self.signum = signum
+
+    @visionforge.hookimpl
+    def visionforge_train_step_end(self, trainer: Any, step: int, losses: Any) -> None:
+        if step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+@contextlib.contextmanager
+def plugin_registered(name: str, plugin: object) -> Iterator[None]:
+    """``plugin`` registered under ``name`` for the block, unregistered after it."""
+    visionforge.plugins.register_plugin(name, plugin)
+    try:
+        yield
+    finally:
+        visionforge.LOADER.pm.unregister(plugin)
+        visionforge.LOADER.infos.pop(name, None)
+
+
 class StepReporter:
     """Plugin printing ``step N`` after every optimizer step and ``rank R stopped at step S``
     at the end, flushed: a test follows the run on stdout instead of polling files."""
@@ -183,7 +210,6 @@ def _main() -> int:
     [--resume] [--kill-at STEP] [--report-steps]`` (also runs under torchrun, one process per
     rank). Stop signals are caught from the start; ``listening`` is printed once they are."""
     import argparse
-    import os
     import signal
 
     from visionforge.engine import worker
@@ -201,15 +227,8 @@ def _main() -> int:
         if args.report_steps:
             visionforge.plugins.register_plugin("enginetest-steps", StepReporter())
         if args.kill_at is not None:
-            kill_at = args.kill_at
-
-            class Killer:
-                @visionforge.hookimpl
-                def visionforge_train_step_end(self, trainer: Any, step: int, losses: Any) -> None:
-                    if step == kill_at:
-                        os.kill(os.getpid(), signal.SIGKILL)
-
-            visionforge.plugins.register_plugin("enginetest-killer", Killer())
+            killer = SignalAt(args.kill_at, signal.SIGKILL)
+            visionforge.plugins.register_plugin("enginetest-killer", killer)
         return worker.main([args.recipe, *(["--resume"] if args.resume else [])])
 
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 from test_engine_support import (
     SUBPROCESS_ENV,
+    plugin_registered,
     single_thread,  # noqa: F401 (autouse fixture)
     tiny_recipe,
     tiny_recipe_data,
@@ -67,13 +68,11 @@ def assert_same_state(a: str, b: str) -> None:
 def test_resume_after_crash_mid_epoch_is_exact(tmp_path: Path) -> None:
     reference = Trainer(tiny_recipe(tmp_path / "ref", **RESUME_BLOCKS)).fit()
     crash = CrashAt(8)  # epoch 2 of 3, step 2 of 6
-    visionforge.plugins.register_plugin("enginetest-crash", crash)
-    try:
-        with pytest.raises(RuntimeError, match="crash at step 8"):
-            Trainer(tiny_recipe(tmp_path / "run", **RESUME_BLOCKS)).fit()
-    finally:
-        visionforge.LOADER.pm.unregister(crash)
-        visionforge.LOADER.infos.pop("enginetest-crash", None)
+    with (
+        plugin_registered("enginetest-crash", crash),
+        pytest.raises(RuntimeError, match="crash at step 8"),
+    ):
+        Trainer(tiny_recipe(tmp_path / "run", **RESUME_BLOCKS)).fit()
     assert load_checkpoint(str(tmp_path / "run" / "last.ckpt"))["position"]["global_step"] == 7
     failed = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert failed["status"] == "failed" and failed["error"] == "RuntimeError: crash at step 8"

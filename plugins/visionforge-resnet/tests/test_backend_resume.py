@@ -3,16 +3,14 @@ the same weights, and resuming on another backend says so."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
+from test_engine_support import SignalAt, plugin_registered
 
-import visionforge
 from visionforge.config import Recipe, load_recipe
 from visionforge.engine import Trainer, load_checkpoint
 from visionforge_resnet.tinydata import TinyImageNet, make_tiny_imagenet
@@ -60,30 +58,13 @@ def recipe(tiny: TinyImageNet, out: Path, backend: str) -> Recipe:
     )
 
 
-class StopAfter:
-    """Plugin sending this process SIGINT after a given optimizer step (a preemption)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    @visionforge.hookimpl
-    def visionforge_train_step_end(self, trainer: Any, step: int, losses: Any) -> None:
-        if step == self.step:
-            os.kill(os.getpid(), signal.SIGINT)
-
-
 @pytest.mark.slow
 def test_dali_run_stopped_mid_epoch_resumes_exactly(
     tiny: TinyImageNet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     straight = Trainer(recipe(tiny, tmp_path / "straight", "dali")).fit()
-    stop = StopAfter(2)
-    visionforge.plugins.register_plugin("resnet-backend-stop", stop)
-    try:
+    with plugin_registered("resnet-backend-stop", SignalAt(2, signal.SIGINT)):  # a preemption
         first = Trainer(recipe(tiny, tmp_path / "resumed", "dali")).fit()
-    finally:
-        visionforge.LOADER.pm.unregister(stop)
-        visionforge.LOADER.infos.pop("resnet-backend-stop", None)
     assert first.stopped_by_signal
     stopped = load_checkpoint(first.last_checkpoint)
     assert stopped["data_backend"] == "dali-cpu"

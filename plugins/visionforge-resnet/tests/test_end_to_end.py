@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from test_engine_support import SignalAt, plugin_registered
 
-import visionforge
 from visionforge.cli import main
 from visionforge.config import Recipe, load_recipe
 from visionforge.engine import Trainer, load_checkpoint
@@ -190,18 +189,6 @@ def test_mixup_cutmix_targets_have_the_right_shape_and_mass(
     assert losses["loss"].item() == pytest.approx(math.log(CLASSES), rel=1e-5)
 
 
-class StopAfter:
-    """Plugin sending this process SIGINT after a given optimizer step (a preemption)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    @visionforge.hookimpl
-    def visionforge_train_step_end(self, trainer: Any, step: int, losses: Any) -> None:
-        if step == self.step:
-            os.kill(os.getpid(), signal.SIGINT)
-
-
 @pytest.fixture(scope="module")
 def straight_and_resumed(
     tiny: TinyImageNet, tmp_path_factory: pytest.TempPathFactory
@@ -210,13 +197,8 @@ def straight_and_resumed(
     tmp_path = tmp_path_factory.mktemp("resume")
     straight = Trainer(tiny_recipe(tiny, tmp_path / "straight")).fit()
     assert not straight.stopped_by_signal
-    stop = StopAfter(2)
-    visionforge.plugins.register_plugin("resnet-test-stop", stop)
-    try:
+    with plugin_registered("resnet-test-stop", SignalAt(2, signal.SIGINT)):  # a preemption
         first = Trainer(tiny_recipe(tiny, tmp_path / "resumed")).fit()
-    finally:
-        visionforge.LOADER.pm.unregister(stop)
-        visionforge.LOADER.infos.pop("resnet-test-stop", None)
     assert first.stopped_by_signal
     position = load_checkpoint(first.last_checkpoint)["position"]
     assert position == {"epoch": 0, "step_in_epoch": 2, "global_step": 2}
