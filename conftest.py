@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -63,10 +64,15 @@ class S3Server:
 
 
 @contextlib.contextmanager
-def seaweedfs(data: Path, weed: str = "weed", volumes: int = 100) -> Iterator[S3Server]:
+def seaweedfs(
+    data: Path, weed: str = "weed", volumes: int = 100, growth: int = 1
+) -> Iterator[S3Server]:
     """Run SeaweedFS (master, volume, filer, S3 gateway) on free loopback ports, storing at
-    most ``volumes`` x 64 MB in ``data`` (every bucket takes volumes of its own); also used by
-    ``benchmarks/s3_sync.py``."""
+    most ``volumes`` x 64 MB in ``data``; also used by ``benchmarks/s3_sync.py``.
+
+    Every bucket is a collection with volumes of its own, created ``growth`` at a time
+    (SeaweedFS's default is 7): once all ``volumes`` are taken, a PUT into a new bucket fails
+    with ``InternalError``, so tests delete their buckets and keep ``growth`` at 1."""
     ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
     grpc = {name: free_port() for name in ports}
     cmd = [
@@ -88,7 +94,8 @@ def seaweedfs(data: Path, weed: str = "weed", volumes: int = 100) -> Iterator[S3
         "-master.volumeSizeLimitMB=64",
     ]
     log = open(Path(data) / "weed.log", "wb")  # noqa: SIM115 - closed after the server stops
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    env = {**os.environ, "WEED_MASTER_VOLUME_GROWTH_COPY_1": str(growth)}
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     server = S3Server(endpoint=f"http://127.0.0.1:{ports['s3']}")
     deadline = time.monotonic() + 90
     client = server.client()
@@ -140,3 +147,13 @@ def s3_bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     finally:
         fsspec.config.conf.get("s3", {}).pop("endpoint_url", None)
         fsspec.filesystem("s3").invalidate_cache()
+        delete_bucket(s3_server.client(), name)
+
+
+def delete_bucket(client: Any, name: str) -> None:
+    """Delete a bucket and everything in it, which hands its volumes back to SeaweedFS."""
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
+    client.delete_bucket(Bucket=name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from torchvision import tv_tensors
 
 import visionforge
 from visionforge.config import ComponentConfig, Recipe, recipe_from_dict
+from visionforge.engine.signals import StopSignal
 
 NAMESPACE = "enginetest"
 SUBPROCESS_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -179,6 +181,27 @@ class SignalAt:
     def visionforge_train_step_end(self, trainer: Any, step: int, losses: Any) -> None:
         if step == self.step:
             os.kill(os.getpid(), self.signum)
+
+
+class HoldUntilStopped:
+    """Plugin that, right after optimizer step ``step``, waits until this process has a stop
+    signal (at most ``timeout_s``): the run is still in progress when the signal comes, however
+    fast the machine, so a stop mid-run is certain rather than a race with its end."""
+
+    def __init__(self, step: int, timeout_s: float = 300.0) -> None:
+        self.step = step
+        self.timeout_s = timeout_s
+
+    @visionforge.hookimpl
+    def visionforge_train_step_end(self, trainer: Any, step: int, losses: Any) -> None:
+        if step != self.step:
+            return
+        deadline = time.monotonic() + self.timeout_s
+        with StopSignal() as stop:  # nested: shares the trainer's flag
+            while not stop.requested:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no stop signal {self.timeout_s} s after step {step}")
+                time.sleep(0.05)
 
 
 @contextlib.contextmanager

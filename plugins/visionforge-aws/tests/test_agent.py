@@ -112,16 +112,28 @@ def put_recipe(run: str, data: dict[str, Any]) -> None:
     storage.write_bytes_atomic(f"{run}/{agent.RECIPE}", json.dumps(data).encode())
 
 
-def start_agent(run: str, work: Path, *extra: str) -> subprocess.Popen[str]:
+ENGINE_TESTS = Path(__file__).resolve().parents[3] / "tests"  # test_engine_support.py
+HOLD = (
+    "import sys, visionforge; from test_engine_support import HoldUntilStopped; "
+    "visionforge.plugins.register_plugin('hold', HoldUntilStopped(int(sys.argv[1]))); "
+    "from visionforge.cli import main; sys.exit(main(sys.argv[2:]))"
+)
+
+
+def start_agent(run: str, work: Path, hold_at: int | None = None) -> subprocess.Popen[str]:
+    """``visionforge aws agent`` in a subprocess; with ``hold_at`` its training waits after
+    that step until a stop signal arrives."""
+    command = ["-m", "visionforge.cli"] if hold_at is None else ["-c", HOLD, str(hold_at)]
+    python_path = os.pathsep.join(filter(None, [str(ENGINE_TESTS), os.environ.get("PYTHONPATH")]))
     return subprocess.Popen(
         [
-            *(sys.executable, "-m", "visionforge.cli", "aws", "agent", "--run", run),
-            *("--work", str(work), "--poll", "0.2", "--upload-every", "0.5", *extra),
+            *(sys.executable, *command, "aws", "agent", "--run", run),
+            *("--work", str(work), "--poll", "0.2", "--upload-every", "0.5"),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": python_path},
     )
 
 
@@ -195,7 +207,8 @@ def test_interrupted_run_resumes_to_the_same_weights(
     finish(start_agent(whole, tmp_path / "whole"))
     assert storage.exists(f"{whole}/{agent.DONE}")
 
-    first = start_agent(cut, tmp_path / "cut-1")
+    # 8 steps an epoch: training waits after step 12 until the notice has become a SIGTERM
+    first = start_agent(cut, tmp_path / "cut-1", hold_at=12)
     wait_for(lambda: agent.latest_checkpoint(cut) is not None, first, "first checkpoint")
     imds_server.announce()  # mid-run: after epoch 1 of 3
     out = finish(first)
