@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4194)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--processes", type=int, help="ours: default one per CPU (at most 8)")
     args = parser.parse_args()
     weed, aws = shutil.which("weed"), shutil.which("aws")
     if weed is None or aws is None:
@@ -108,12 +109,14 @@ def main() -> None:
     print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
     (work / "weed").mkdir()
     volumes = 8 + 4 * args.repeat * (1 + (size >> 26))  # 64 MB volumes: room for every copy
-    with seaweedfs(work / "weed", weed, volumes=volumes) as server:
+    with seaweedfs(work / "weed", weed, volumes=volumes, growth=7) as server:  # its default
         env = {**os.environ, **server.env(), "AWS_ENDPOINT_URL": server.endpoint}
         os.environ.update(env)
         server.client().create_bucket(Bucket="bench")
         ours_cmd = [sys.executable, "-m", "visionforge.cli", "aws", "sync", "--quiet"]
         ours_cmd += ["--concurrency", str(args.concurrency)]
+        if args.processes is not None:
+            ours_cmd += ["--processes", str(args.processes)]
         aws_cmd = [aws, "s3", "sync", "--only-show-errors"]
         times: dict[str, list[float]] = {k: [] for k in ("ours1", "ours2", "api2", "aws1", "aws2")}
         clock = Clock(work / "weed")
@@ -121,7 +124,9 @@ def main() -> None:
         def ours(dst: str) -> None:
             times["ours1"].append(clock.timed("ours1", [*ours_cmd, str(src), dst], env))
             times["ours2"].append(clock.timed("ours2", [*ours_cmd, str(src), dst], env))
-            report = sync(src, dst, concurrency=args.concurrency, progress=False)
+            report = sync(
+                src, dst, concurrency=args.concurrency, processes=args.processes, progress=False
+            )
             assert report.ok and not report.transferred and report.skipped == count, report
             times["api2"].append(report.seconds)
             check(server, dst, count)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -15,9 +17,18 @@ from typing import Any
 
 import fsspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from visionforge import cli
-from visionforge_aws.sync import MANIFEST_NAME, sync
+from visionforge_aws.sync import MANIFEST_NAME, SyncReport, sync
+from visionforge_aws.sync_workers import (
+    FILES_PER_PROCESS,
+    WORKER_NAME,
+    process_count,
+    shards,
+    usable_cpus,
+)
 
 
 def make_tree(root: Path, count: int = 40, size: int = 3000) -> dict[str, bytes]:
@@ -67,11 +78,12 @@ def test_upload_resync_change_dry_run_delete(s3_bucket: str, tmp_path: Path) -> 
 
 
 @pytest.mark.slow
-def test_download_and_redownload(s3_bucket: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [1, 2])
+def test_download_and_redownload(s3_bucket: str, tmp_path: Path, processes: int) -> None:
     files = make_tree(tmp_path / "up")
-    up = sync(tmp_path / "up", f"{s3_bucket}/data", progress=False)
+    up = sync(tmp_path / "up", f"{s3_bucket}/data", processes=processes, progress=False)
     assert up.ok and len(up.transferred) == len(files), up
-    down = sync(f"{s3_bucket}/data", tmp_path / "down", progress=False)
+    down = sync(f"{s3_bucket}/data", tmp_path / "down", processes=processes, progress=False)
     assert down.ok and down.transferred == sorted(files)
     assert {k: (tmp_path / "down" / k).read_bytes() for k in files} == files
     assert not (tmp_path / "down" / MANIFEST_NAME).exists()
@@ -85,12 +97,14 @@ def flaky(key: str, attempt: int) -> str | None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("processes", [1, 3])
 def test_faults_are_retried_and_everything_arrives(
-    s3_bucket: str, tmp_path: Path, proxied: Any
+    s3_bucket: str, tmp_path: Path, proxied: Any, processes: int
 ) -> None:
     files = make_tree(tmp_path, count=60)
     proxied.faults = flaky
-    report = sync(tmp_path, f"{s3_bucket}/data", backoff=0.05, progress=False)
+    dst = f"{s3_bucket}/data"
+    report = sync(tmp_path, dst, processes=processes, backoff=0.05, progress=False)
     assert report.ok, report.failed
     assert set(proxied.injected) == {"503", "drop", "drop-after"}
     # every 503 is retried by us; a dropped connection is sometimes retried by aiohttp itself
@@ -121,6 +135,66 @@ def test_a_failing_file_is_reported_and_the_rest_arrive(
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
     manifest = json.loads(fs.cat_file(f"{dst.removeprefix('s3://')}/{MANIFEST_NAME}"))
     assert bad not in manifest["files"] and len(manifest["files"]) == len(files) - 1
+
+
+def test_a_dead_worker_s_files_are_failed_and_a_resync_completes(
+    s3_bucket: str, tmp_path: Path, proxied: Any
+) -> None:
+    """SIGKILL of a worker process while one of its PUTs is held in the proxy: the files it
+    had not confirmed are reported failed (none reported transferred is missing), and a
+    re-sync sends only what did not arrive."""
+    files = make_tree(tmp_path, count=40)
+    dst = f"{s3_bucket}/data"
+    theirs = set(shards({k: len(v) for k, v in files.items()}, 2)[1])
+    held = min(theirs)
+    reached, release = threading.Event(), threading.Event()
+
+    def hold(key: str, attempt: int) -> None:
+        if key.endswith(held):
+            reached.set()
+            release.wait(120)
+
+    proxied.faults = hold
+    reports: list[SyncReport] = []
+    thread = threading.Thread(
+        target=lambda: reports.append(sync(tmp_path, dst, processes=2, progress=False))
+    )
+    thread.start()
+    assert reached.wait(120)
+    (worker,) = [p for p in multiprocessing.active_children() if p.name == WORKER_NAME]
+    os.kill(worker.pid or 0, signal.SIGKILL)
+    release.set()
+    thread.join(120)
+    (report,) = reports
+    assert held in report.failed and "worker process ended" in report.failed[held]
+    assert set(report.failed) <= theirs
+    assert set(report.transferred) | set(report.failed) == set(files)
+    there = remote(s3_bucket)
+    assert all(there[k] == files[k] for k in report.transferred)
+    proxied.faults = lambda key, attempt: None
+    again = sync(tmp_path, dst, processes=2, progress=False)
+    assert again.ok and remote(s3_bucket) == files
+    assert set(again.transferred) == set(files) - set(there)  # nothing that arrived is re-sent
+
+
+@given(
+    sizes=st.dictionaries(st.text(min_size=1, max_size=8), st.integers(0, 10**9), max_size=60),
+    count=st.integers(1, 9),
+)
+def test_shards_split_keys_evenly(sizes: dict[str, int], count: int) -> None:
+    parts = shards(sizes, count)
+    assert len(parts) == count
+    assert sorted(k for part in parts for k in part) == sorted(sizes)
+    lengths = [len(part) for part in parts]
+    assert max(lengths) - min(lengths) <= 1
+    totals = [sum(sizes[k] for k in part) for part in parts]
+    assert max(totals) - min(totals) <= max(sizes.values(), default=0)
+
+
+def test_process_count() -> None:
+    assert process_count(3, 2) == 2 and process_count(3, 0) == 1 and process_count(2, 100) == 2
+    assert process_count(None, FILES_PER_PROCESS - 1) == 1
+    assert 1 <= process_count(None, 10**6) <= min(usable_cpus(), 8)
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         args.source,
         args.destination,
         concurrency=args.concurrency,
+        processes=args.processes,
         retries=args.retries,
         delete=args.delete,
         dry_run=args.dry_run,
@@ -98,6 +99,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("source", metavar="SRC", help="local folder or s3://bucket/prefix")
     p.add_argument("destination", metavar="DST", help="local folder or s3://bucket/prefix")
     p.add_argument("--concurrency", type=int, default=64, help="transfers at once (default 64)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        help="processes the transfers are spread over (default: one per CPU, at most 8, "
+        "with at least 256 files each)",
+    )
     p.add_argument("--retries", type=int, default=5, help="retries per file (default 5)")
     p.add_argument("--delete", action="store_true", help="delete DST files that SRC lacks")
     p.add_argument("--dry-run", action="store_true", help="list what would change, change nothing")

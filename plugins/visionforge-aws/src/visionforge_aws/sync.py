@@ -1,7 +1,8 @@
 """Sync a folder tree between a local path and S3 (either side), or between two S3 prefixes.
 
-Transfers run concurrently through s3fs's async API: ``concurrency`` worker coroutines on one
-event loop, with a connection pool of the same size. Unchanged files are skipped by size and
+Transfers run concurrently through s3fs's async API: ``concurrency`` coroutines, spread over
+``processes`` processes (:mod:`visionforge_aws.sync_workers`), each with an event loop and a
+connection pool of its own. Unchanged files are skipped by size and
 SHA-256: every object we upload carries its hash in its metadata (``x-amz-meta-sha256``) and
 the destination prefix keeps a *sync manifest* (``.visionforge-sync.json``: key -> size,
 sha256, the source file's mtime), so change detection is one listing and one GET instead of a
@@ -31,6 +32,7 @@ from tqdm import tqdm
 from visionforge.errors import StorageError
 from visionforge_aws.sync_s3 import MANIFEST_NAME, S3, FileState, is_s3, strip
 from visionforge_aws.sync_transfer import Mover, pool, sha256_file
+from visionforge_aws.sync_workers import Outcome, Workers, process_count, shards
 
 MANIFEST_EVERY_S = 5.0
 
@@ -117,6 +119,7 @@ class _Syncer:
         destination: str,
         *,
         concurrency: int,
+        processes: int | None,
         retries: int,
         backoff: float,
         delete: bool,
@@ -126,6 +129,7 @@ class _Syncer:
         self.source = source
         self.destination = destination
         self.concurrency = concurrency
+        self.processes = processes
         self.delete = delete
         self.dry_run = dry_run
         self.progress = progress
@@ -202,9 +206,16 @@ class _Syncer:
         try:
             sent = await self.mover.move(s3, key, state)
         except Exception as err:
-            self.report.failed[key] = f"{type(err).__name__}: {err}"
-            return
-        await self._arrived(s3, key, sent, bar)
+            outcome = Outcome(key, error=f"{type(err).__name__}: {err}")
+        else:
+            outcome = Outcome(key, sent=sent)
+        await self._outcome(s3, outcome, bar)
+
+    async def _outcome(self, s3: S3, outcome: Outcome, bar: tqdm) -> None:
+        if outcome.sent is None:
+            self.report.failed[outcome.key] = outcome.error or "not transferred"
+        else:
+            await self._arrived(s3, outcome.key, outcome.sent, bar)
 
     async def _arrived(self, s3: S3, key: str, sent: FileState, bar: tqdm) -> None:
         """Count a file that arrived and record it in the destination's manifest."""
@@ -245,36 +256,62 @@ class _Syncer:
                 (Path(self.destination) / key).unlink()
         self.report.deleted.extend(keys)
 
-    async def run(self) -> SyncReport:
+    async def _planned(self) -> tuple[dict[str, FileState], _Plan]:
+        async with S3(self.concurrency) as s3:
+            return await self._plan(s3)
+
+    async def _move(
+        self, own: list[str], src: dict[str, FileState], plan: _Plan, workers: Workers
+    ) -> None:
+        """Transfer ``own`` here while the workers transfer theirs; delete; write the
+        manifest (also when interrupted)."""
+        concurrency = -(-self.concurrency // (len(workers.parts) + 1))
+        async with S3(concurrency) as s3:
+            with tqdm(
+                total=sum(src[k].size for k in plan.transfer),
+                unit="B",
+                unit_scale=True,
+                desc="sync",
+                disable=not self.progress or not plan.transfer,
+            ) as bar:
+                try:
+                    here = pool(own, lambda k: self._transfer(s3, k, src[k], bar), concurrency)
+                    there = asyncio.gather(
+                        *(
+                            workers.drain(i, lambda o: self._outcome(s3, o, bar))
+                            for i in range(len(workers.parts))
+                        )
+                    )
+                    _, retries = await asyncio.gather(here, there)
+                    self.report.retries += sum(retries)
+                    await self._delete(s3, plan.delete)
+                finally:
+                    await self._maybe_write_manifest(s3, force=True)
+
+    def run(self) -> SyncReport:
         start = time.perf_counter()
         if not (is_s3(self.source) or is_s3(self.destination)):
             raise SyncError(f"sync {self.source} {self.destination}: one side must be s3://")
-        async with S3(self.concurrency) as s3:
-            src, plan = await self._plan(s3)
-            self.report.skipped = len(plan.unchanged)
-            if self.dry_run:
-                self.report.transferred = plan.transfer
-                self.report.bytes = sum(src[k].size for k in plan.transfer)
-                self.report.deleted = plan.delete
-            else:
-                total = sum(src[k].size for k in plan.transfer)
-                with tqdm(
-                    total=total,
-                    unit="B",
-                    unit_scale=True,
-                    desc="sync",
-                    disable=not self.progress or not plan.transfer,
-                ) as bar:
-                    try:
-                        await pool(
-                            plan.transfer,
-                            lambda k: self._transfer(s3, k, src[k], bar),
-                            self.concurrency,
-                        )
-                        await self._delete(s3, plan.delete)
-                    finally:
-                        await self._maybe_write_manifest(s3, force=True)
-        self.report.retries = self.mover.retried
+        src, plan = asyncio.run(self._planned())
+        self.report.skipped = len(plan.unchanged)
+        if self.dry_run:
+            self.report.transferred = plan.transfer
+            self.report.bytes = sum(src[k].size for k in plan.transfer)
+            self.report.deleted = plan.delete
+        elif plan.transfer or plan.delete or self._manifest_dirty:
+            count = process_count(self.processes, len(plan.transfer))
+            own, *others = shards({k: src[k].size for k in plan.transfer}, count)
+            # forked here, between the event loops: nothing of ours is running
+            with Workers(
+                [[(k, src[k]) for k in part] for part in others],
+                source=self.source,
+                destination=self.destination,
+                concurrency=-(-self.concurrency // count),
+                retries=self.mover.retries,
+                backoff=self.mover.backoff,
+            ) as workers:
+                asyncio.run(self._move(own, src, plan, workers))
+        self.report.retries += self.mover.retried
         self.report.transferred.sort()
         self.report.seconds = time.perf_counter() - start
         return self.report
@@ -285,6 +322,7 @@ def sync(
     destination: str | os.PathLike[str],
     *,
     concurrency: int = 64,
+    processes: int | None = None,
     retries: int = 5,
     backoff: float = 0.2,
     delete: bool = False,
@@ -294,24 +332,28 @@ def sync(
     """Make ``destination`` hold ``source``'s files (one side or both ``s3://``).
 
     Unchanged files (same size and SHA-256) are skipped; ``delete`` removes destination files
-    the source lacks; ``dry_run`` only plans. Failed files are listed in the report's
-    ``failed`` (the others still transfer). Raises :class:`SyncError` for a bad source.
+    the source lacks; ``dry_run`` only plans. ``concurrency`` transfers run at once, spread
+    over ``processes`` processes (default: one per CPU, for syncs of at least 256 files per
+    process). Failed files are listed in the report's ``failed`` (the others still transfer).
+    Raises :class:`SyncError` for a bad source.
     """
-    if concurrency < 1 or retries < 0:
+    if concurrency < 1 or retries < 0 or (processes is not None and processes < 1):
         raise SyncError(
-            f"sync: --concurrency must be >= 1 and --retries >= 0, not {concurrency}, {retries}"
+            "sync: --concurrency and --processes must be >= 1 and --retries >= 0, not "
+            f"{concurrency}, {processes}, {retries}"
         )
     syncer = _Syncer(
         os.fspath(source),
         os.fspath(destination),
         concurrency=concurrency,
+        processes=processes,
         retries=retries,
         backoff=backoff,
         delete=delete,
         dry_run=dry_run,
         progress=progress,
     )
-    return asyncio.run(syncer.run())
+    return syncer.run()
 
 
 __all__ = ["MANIFEST_NAME", "SyncError", "SyncReport", "sha256_file", "sync"]
