@@ -21,14 +21,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from visionforge import cli
+from visionforge_aws import sync_workers
 from visionforge_aws.sync import MANIFEST_NAME, SyncReport, sync
-from visionforge_aws.sync_workers import (
-    FILES_PER_PROCESS,
-    WORKER_NAME,
-    process_count,
-    shards,
-    usable_cpus,
-)
+from visionforge_aws.sync_workers import FILES_PER_PROCESS, WORKER_NAME, process_count, shards
 
 
 def make_tree(root: Path, count: int = 40, size: int = 3000) -> dict[str, bytes]:
@@ -191,10 +186,15 @@ def test_shards_split_keys_evenly(sizes: dict[str, int], count: int) -> None:
     assert max(totals) - min(totals) <= max(sizes.values(), default=0)
 
 
-def test_process_count() -> None:
+def test_process_count(monkeypatch: pytest.MonkeyPatch) -> None:
     assert process_count(3, 2) == 2 and process_count(3, 0) == 1 and process_count(2, 100) == 2
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    monkeypatch.setattr(sync_workers, "usable_cpus", lambda: 4)
     assert process_count(None, FILES_PER_PROCESS - 1) == 1
-    assert 1 <= process_count(None, 10**6) <= min(usable_cpus(), 8)
+    assert process_count(None, 3 * FILES_PER_PROCESS) == 3
+    assert process_count(None, 10**6) == 4
+    monkeypatch.setattr(threading, "active_count", lambda: 2)  # a threaded caller: no fork
+    assert process_count(None, 10**6) == 1
 
 
 @pytest.mark.slow

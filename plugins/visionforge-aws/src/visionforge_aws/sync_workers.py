@@ -19,6 +19,7 @@ import asyncio
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -54,9 +55,12 @@ def usable_cpus() -> int:
 
 def process_count(requested: int | None, files: int) -> int:
     """``requested`` (capped at one file each), or automatically one per usable CPU, at most
-    :data:`MAX_AUTO_PROCESSES`, with at least :data:`FILES_PER_PROCESS` files each."""
+    :data:`MAX_AUTO_PROCESSES`, with at least :data:`FILES_PER_PROCESS` files each; but only
+    this process when it runs other threads (forking them risks a lock held forever)."""
     if requested is not None:
         return max(1, min(requested, files))
+    if threading.active_count() > 1:
+        return 1
     return max(1, min(usable_cpus(), MAX_AUTO_PROCESSES, files // FILES_PER_PROCESS))
 
 
