@@ -194,6 +194,31 @@ def test_matching_queries_do_not_see_the_denoising_queries() -> None:
     torch.testing.assert_close(with_dn["pred_boxes"], without_dn["pred_boxes"], atol=1e-6, rtol=0)
 
 
+def test_skipping_padded_tokens_changes_no_output_loss_or_gradient() -> None:
+    """The encoder's FFN skips tokens under padding: in float64, outputs, the loss and every
+    gradient equal those of the full computation."""
+    batch = _batch()
+    batch["image"] = batch["image"].double()
+    loss_fn = visionforge.losses.build({"type": "dino"})
+    results = []
+    for skip in (True, False):
+        model = tiny_dino(dim_feedforward=64).double().train()
+        model.transformer.encoder.skip_padded_tokens = skip
+        torch.manual_seed(3)  # the denoising noise
+        out = model(batch)
+        loss = loss_fn(out, batch)["loss"]
+        loss.backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        results.append((out["pred_logits"], out["pred_boxes"], loss, grads))
+    (logits, boxes, loss, grads), (logits0, boxes0, loss0, grads0) = results
+    torch.testing.assert_close(logits, logits0, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(boxes, boxes0, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(loss, loss0, rtol=1e-10, atol=1e-12)
+    assert grads.keys() == grads0.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], grads0[name], rtol=1e-8, atol=1e-10, msg=name)
+
+
 def test_runs_in_float64() -> None:
     model = tiny_dino().double().eval()
     batch = _batch()
