@@ -6,8 +6,9 @@ Both: ResNet-50 with frozen batch norm, random weights (transformers:
 91 classes, auxiliary losses, Hungarian matching with costs 1/5/2 and losses 1/5/2, train
 mode with dropout 0.1, padded batch with its mask. Steps alternate between the two models;
 the table gives the median step time with min-max, and the ratio of medians. Peak memory is
-measured in a fresh subprocess per model (peak RSS growth over one step on CPU,
-``max_memory_allocated`` on CUDA). ``--profile`` prints where each model's time goes.
+measured in a fresh subprocess per model (peak RSS growth over one step on CPU, with glibc
+returning freed allocations of 128 KB or more to the OS, ``max_memory_allocated`` on CUDA).
+``--profile`` prints where each model's time goes.
 
     python benchmarks/detr_train_step.py                        # CPU, 2 x 512x640
     python benchmarks/detr_train_step.py --height 320 --width 400 --steps 3

@@ -12,8 +12,9 @@ DINO's 2048; ``transformers-ffn2048`` sets both FFNs to 2048, the same sizes as 
 also trains its 100 denoising queries (DINO's CDN): it does more work per step than either
 baseline, which have no denoising. Steps alternate between the models; the table gives the
 median step time with min-max, and the ratio of medians. Peak memory is measured in a fresh
-subprocess per model (peak RSS growth over one step on CPU, ``max_memory_allocated`` on
-CUDA). ``--profile`` prints where each model's time goes.
+subprocess per model (peak RSS growth over one step on CPU, with glibc returning freed
+allocations of 128 KB or more to the OS; ``max_memory_allocated`` on CUDA). ``--profile``
+prints where each model's time goes.
 
     python benchmarks/dino_train_step.py                        # CPU, 2 x 512x640
     python benchmarks/dino_train_step.py --height 320 --width 400 --steps 3

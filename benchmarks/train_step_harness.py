@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -137,7 +138,11 @@ def memory_of(script: str, name: str, args: argparse.Namespace) -> float:
     sizes = ["--batch-size", str(args.batch_size), "--height", str(args.height)]
     sizes += ["--width", str(args.width), "--device", args.device, "--dtype", args.dtype]
     cmd = [sys.executable, script, "--child-memory", name, *sizes]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    # glibc hands every allocation of 128 KB or more back to the OS when it is freed, so peak
+    # RSS follows the live tensors; with its default, adaptive threshold the heap it retains
+    # after the warm step made the figure swing by hundreds of MiB between identical runs
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 << 10)}
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
     return float(json.loads(out.strip().splitlines()[-1])["peak_mib"])
 
 
