@@ -113,6 +113,23 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
+def _peak_rss_bytes() -> int:
+    """This process's peak RSS (``VmHWM``: its own address space only; ``ru_maxrss`` would
+    start from the RSS of the parent that forked it, here gigabytes of models)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("/proc/self/status has no VmHWM")
+
+
+def _reset_peak_rss() -> None:
+    """Start ``VmHWM`` afresh from the current RSS (Linux >= 4.0); where that is refused the
+    peak also covers the warm step, which is no larger."""
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 def child_memory(builder: Builder, args: argparse.Namespace) -> None:
     """One model in this (fresh) process: warm step, then the peak growth of one step."""
     device = torch.device(args.device)
@@ -128,9 +145,10 @@ def child_memory(builder: Builder, args: argparse.Namespace) -> None:
             timed_step(step, model, batch, device)
             peak = torch.cuda.max_memory_allocated(device) - base
         else:
+            _reset_peak_rss()
             base = _rss_bytes()
             timed_step(step, model, batch, device)
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+            peak = _peak_rss_bytes() - base
     print(json.dumps({"peak_mib": peak / 2**20}))
 
 
