@@ -20,7 +20,6 @@ queries = all 1424 tokens) and cpu-medium (batch 2, levels 50x84 ... 7x11, all t
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import statistics
 import subprocess
@@ -28,9 +27,9 @@ import sys
 import textwrap
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
+from peak_rss import reset_peak_rss, status_kib
 from tqdm.auto import tqdm
 
 from visionforge_dino.ops import backends, multi_scale_deformable_attention
@@ -149,21 +148,6 @@ def time_interleaved(
     }
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-def _reset_cpu_peak() -> int:
-    """Return freed heap to the OS, reset the peak resident set size and return the
-    current one (KiB). Linux only."""
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    Path("/proc/self/clear_refs").write_text("5")
-    return _status_kib("VmRSS")
-
-
 def peak_memory(case_name: str, backend: str, device: str, dtype: torch.dtype) -> float:
     """Peak memory (MiB) that one forward+backward adds on top of its inputs: on GPU from
     torch.cuda.max_memory_allocated, on CPU from the peak resident set size (VmHWM, reset
@@ -177,9 +161,9 @@ def peak_memory(case_name: str, backend: str, device: str, dtype: torch.dtype) -
         _step(inputs, list(case.shapes), backend)
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     gc.collect()
-    base = _reset_cpu_peak()
+    base = reset_peak_rss()
     _step(inputs, list(case.shapes), backend)
-    return (_status_kib("VmHWM") - base) / 1024
+    return (status_kib("VmHWM") - base) / 1024
 
 
 def _memory_in_subprocess(case: str, backend: str, device: str, dtype: str) -> float:

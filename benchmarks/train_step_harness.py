@@ -8,7 +8,6 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
+from peak_rss import reset_peak_rss, status_kib
 from torchvision import tv_tensors
 from torchvision.ops import box_convert
 
@@ -108,28 +108,6 @@ def precision(device: torch.device, dtype: str) -> Iterator[None]:
         yield
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
-
-
-def _peak_rss_bytes() -> int:
-    """This process's peak RSS (``VmHWM``: its own address space only; ``ru_maxrss`` would
-    start from the RSS of the parent that forked it, here gigabytes of models)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("/proc/self/status has no VmHWM")
-
-
-def _reset_peak_rss() -> None:
-    """Start ``VmHWM`` afresh from the current RSS (Linux >= 4.0); where that is refused the
-    peak also covers the warm step, which is no larger."""
-    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
 def child_memory(builder: Builder, args: argparse.Namespace) -> None:
     """One model in this (fresh) process: warm step, then the peak growth of one step."""
     device = torch.device(args.device)
@@ -145,10 +123,9 @@ def child_memory(builder: Builder, args: argparse.Namespace) -> None:
             timed_step(step, model, batch, device)
             peak = torch.cuda.max_memory_allocated(device) - base
         else:
-            _reset_peak_rss()
-            base = _rss_bytes()
+            base = reset_peak_rss()
             timed_step(step, model, batch, device)
-            peak = _peak_rss_bytes() - base
+            peak = (status_kib("VmHWM") - base) * 1024
     print(json.dumps({"peak_mib": peak / 2**20}))
 
 
