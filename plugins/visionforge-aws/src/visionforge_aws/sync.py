@@ -304,11 +304,8 @@ class _Syncer:
             # forked here, between the event loops: nothing of ours is running
             with Workers(
                 [[(k, src[k]) for k in part] for part in others],
-                source=self.source,
-                destination=self.destination,
+                mover=self.mover,
                 concurrency=-(-self.concurrency // count),
-                retries=self.mover.retries,
-                backoff=self.mover.backoff,
             ) as workers:
                 asyncio.run(self._move(own, src, plan, workers))
         self.report.retries += self.mover.retried

@@ -77,18 +77,12 @@ def _context() -> Any:
 
 
 def _worker_main(
-    conn: Connection,
-    source: str,
-    destination: str,
-    items: list[tuple[str, FileState]],
-    concurrency: int,
-    retries: int,
-    backoff: float,
+    conn: Connection, mover: Mover, items: list[tuple[str, FileState]], concurrency: int
 ) -> None:
     """A worker process: transfer ``items``; send lists of :class:`Outcome`, then
     ``("done", retries)``. Exits quietly when the parent is gone (a broken pipe)."""
     try:
-        asyncio.run(_work(conn, source, destination, items, concurrency, retries, backoff))
+        asyncio.run(_work(conn, mover, items, concurrency))
     except (BrokenPipeError, ConnectionResetError):
         pass
     finally:
@@ -96,15 +90,9 @@ def _worker_main(
 
 
 async def _work(
-    conn: Connection,
-    source: str,
-    destination: str,
-    items: list[tuple[str, FileState]],
-    concurrency: int,
-    retries: int,
-    backoff: float,
+    conn: Connection, mover: Mover, items: list[tuple[str, FileState]], concurrency: int
 ) -> None:
-    mover = Mover(source, destination, retries=retries, backoff=backoff)
+    retried_before = mover.retried  # this process's copy of the parent's mover
     batch: list[Outcome] = []
     sent_at = time.monotonic()
 
@@ -127,25 +115,19 @@ async def _work(
     async with S3(concurrency) as s3:
         await pool(items, one, concurrency)
     flush()
-    conn.send(("done", mover.retried))
+    conn.send(("done", mover.retried - retried_before))
 
 
 class Workers:
-    """Worker processes for ``parts`` (one each), started on entry, ended on exit."""
+    """Worker processes for ``parts`` (one each, moving files as ``mover`` does), started on
+    entry, ended on exit."""
 
     def __init__(
-        self,
-        parts: list[list[tuple[str, FileState]]],
-        *,
-        source: str,
-        destination: str,
-        concurrency: int,
-        retries: int,
-        backoff: float,
+        self, parts: list[list[tuple[str, FileState]]], *, mover: Mover, concurrency: int
     ) -> None:
         self.parts = parts
-        self.args = (source, destination)
-        self.settings = (concurrency, retries, backoff)
+        self.mover = mover
+        self.concurrency = concurrency
         self.processes: list[Any] = []
         self.connections: list[Connection] = []
 
@@ -155,7 +137,7 @@ class Workers:
             receiver, sender = context.Pipe(duplex=False)
             process = context.Process(
                 target=_worker_main,
-                args=(sender, *self.args, part, *self.settings),
+                args=(sender, self.mover, part, self.concurrency),
                 name=WORKER_NAME,
                 daemon=True,
             )
