@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 
 from visionforge import cli
 from visionforge_aws import sync_workers
-from visionforge_aws.sync import MANIFEST_NAME, SyncReport, sync
+from visionforge_aws.sync import MANIFEST_NAME, SyncError, SyncReport, sync
 from visionforge_aws.sync_workers import FILES_PER_PROCESS, WORKER_NAME, process_count, shards
 
 
@@ -170,6 +171,20 @@ def test_a_dead_worker_s_files_are_failed_and_a_resync_completes(
     again = sync(tmp_path, dst, processes=2, progress=False)
     assert again.ok and remote(s3_bucket) == files
     assert set(again.transferred) == set(files) - set(there)  # nothing that arrived is re-sent
+
+
+def test_an_unreachable_endpoint_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as probe:  # a port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    for key, value in {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}.items():
+        monkeypatch.setenv(key, value)
+    make_tree(tmp_path, count=2)
+    with pytest.raises(SyncError, match=r"s3://bucket/data: cannot reach S3 .*AWS_ENDPOINT_URL"):
+        sync(tmp_path, "s3://bucket/data", progress=False)
 
 
 @given(

@@ -146,10 +146,17 @@ class _Syncer:
         if not is_s3(url):
             root = Path(url)
             return await asyncio.to_thread(_local_tree, root) if root.is_dir() else {}
+        from botocore.exceptions import ConnectionError as EndpointError
+
         try:
             files, known = await asyncio.gather(s3.tree(url), s3.read_manifest(url))
         except (FileNotFoundError, PermissionError) as err:
             raise SyncError(f"{url}: cannot list it ({err}); check the bucket and access") from err
+        except (EndpointError, OSError) as err:
+            raise SyncError(
+                f"{url}: cannot reach S3 ({type(err).__name__}: {err}); check the endpoint "
+                "(AWS_ENDPOINT_URL) and the network"
+            ) from err
         for key, state in files.items():
             entry = known.get(key)
             if entry is not None and entry.size == state.size:
