@@ -147,3 +147,14 @@ def test_trainer_schedule_lr_scaling_and_group_lrs(tmp_path: Path) -> None:
     assert groups["net.0.*"]["lr_mult"] == 0.5
     assert groups["net.0.*"]["initial_lr"] == pytest.approx(0.2)
     assert groups["default"]["initial_lr"] == pytest.approx(0.4)
+
+
+def test_cpu_optimizers_update_all_tensors_at_once() -> None:
+    """AdamW takes torch's fused kernel and SGD its foreach path on CPU (not the per-tensor
+    Python loop); a model on two device types keeps torch's default."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    adamw = build_optimizer(model, AdamWConfig(lr=1e-3), effective_batch=1)
+    sgd = build_optimizer(model, SGDConfig(lr=0.1), effective_batch=1)
+    assert adamw.defaults["fused"] is True and sgd.defaults["foreach"] is True
+    model[1].to("meta")
+    assert build_optimizer(model, AdamWConfig(lr=1e-3), effective_batch=1).defaults["fused"] is None
