@@ -146,8 +146,14 @@ def proxied(
     with FaultyProxy(s3_server.endpoint, lambda key, n: None) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.endpoint)
         monkeypatch.setenv("FSSPEC_S3_ENDPOINT_URL", proxy.endpoint)
-        monkeypatch.setitem(fsspec.config.conf["s3"], "endpoint_url", proxy.endpoint)
-        yield proxy
+        # restored here, before s3_bucket removes it (monkeypatch would put it back after)
+        conf = fsspec.config.conf["s3"]
+        before = conf["endpoint_url"]
+        conf["endpoint_url"] = proxy.endpoint
+        try:
+            yield proxy
+        finally:
+            conf["endpoint_url"] = before
 
 
 @dataclass(frozen=True)

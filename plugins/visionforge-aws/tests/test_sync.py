@@ -180,6 +180,9 @@ def test_an_unreachable_endpoint_is_one_clear_error(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    for name in ("AWS_ENDPOINT_URL_S3", "FSSPEC_S3_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delitem(fsspec.config.conf.get("s3", {}), "endpoint_url", raising=False)
     for key, value in {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}.items():
         monkeypatch.setenv(key, value)
     make_tree(tmp_path, count=2)
