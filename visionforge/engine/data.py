@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, d
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 from visionforge.config import LoaderConfig
+from visionforge.cpus import usable_cpus
 from visionforge.engine.signals import protect_loader_worker, stop_signals_blocked
 from visionforge.errors import ConfigError
 from visionforge.interfaces import BatchLoader, CollatingDataset, LoaderProvider
@@ -172,8 +173,7 @@ def default_num_workers() -> int:
     """Loader workers when ``data.loader.num_workers`` is unset: the CPUs this process may
     use (``os.sched_getaffinity``) shared by the processes on this machine (torchrun's
     ``LOCAL_WORLD_SIZE``), at most 8."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    per_process = (cpus or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    per_process = usable_cpus() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     return max(0, min(MAX_DEFAULT_WORKERS, per_process))
 
 

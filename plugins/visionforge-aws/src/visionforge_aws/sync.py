@@ -32,7 +32,7 @@ from tqdm import tqdm
 from visionforge.errors import StorageError
 from visionforge_aws.sync_s3 import MANIFEST_NAME, S3, FileState, is_s3, strip
 from visionforge_aws.sync_transfer import Mover, pool, sha256_file
-from visionforge_aws.sync_workers import Outcome, Workers, process_count, shards
+from visionforge_aws.sync_workers import Outcome, Workers, attempt, process_count, shards
 
 MANIFEST_EVERY_S = 5.0
 
@@ -210,13 +210,7 @@ class _Syncer:
     # ------------------------------------------------------------------ transfers
 
     async def _transfer(self, s3: S3, key: str, state: FileState, bar: tqdm) -> None:
-        try:
-            sent = await self.mover.move(s3, key, state)
-        except Exception as err:
-            outcome = Outcome(key, error=f"{type(err).__name__}: {err}")
-        else:
-            outcome = Outcome(key, sent=sent)
-        await self._outcome(s3, outcome, bar)
+        await self._outcome(s3, await attempt(self.mover, s3, key, state), bar)
 
     async def _outcome(self, s3: S3, outcome: Outcome, bar: tqdm) -> None:
         if outcome.sent is None:
@@ -272,7 +266,7 @@ class _Syncer:
     ) -> None:
         """Transfer ``own`` here while the workers transfer theirs; delete; write the
         manifest (also when interrupted)."""
-        concurrency = -(-self.concurrency // (len(workers.parts) + 1))
+        concurrency = workers.concurrency  # this process's share, as each worker's
         async with S3(concurrency) as s3:
             with tqdm(
                 total=sum(src[k].size for k in plan.transfer),

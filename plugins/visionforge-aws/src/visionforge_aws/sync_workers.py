@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
 import sys
 import threading
 import time
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from visionforge.cpus import usable_cpus
 from visionforge_aws.sync_s3 import S3, FileState
 from visionforge_aws.sync_transfer import Mover, pool
 
@@ -47,12 +47,6 @@ class Outcome:
     error: str | None = None
 
 
-def usable_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def process_count(requested: int | None, files: int) -> int:
     """``requested`` (capped at one file each), or automatically one per usable CPU, at most
     :data:`MAX_AUTO_PROCESSES`, with at least :data:`FILES_PER_PROCESS` files each; but only
@@ -69,6 +63,14 @@ def shards(sizes: dict[str, int], count: int) -> list[list[str]]:
     bytes differing by at most the largest file: largest first, dealt round robin."""
     ordered = sorted(sizes, key=lambda k: (-sizes[k], k))
     return [ordered[i::count] for i in range(count)]
+
+
+async def attempt(mover: Mover, s3: S3, key: str, state: FileState) -> Outcome:
+    """Move one file (with ``mover``'s retries) and say how it went."""
+    try:
+        return Outcome(key, sent=await mover.move(s3, key, state))
+    except Exception as err:
+        return Outcome(key, error=f"{type(err).__name__}: {err}")
 
 
 def _context() -> Any:
@@ -104,11 +106,7 @@ async def _work(
         sent_at = time.monotonic()
 
     async def one(item: tuple[str, FileState]) -> None:
-        key, state = item
-        try:
-            batch.append(Outcome(key, sent=await mover.move(s3, key, state)))
-        except Exception as err:
-            batch.append(Outcome(key, error=f"{type(err).__name__}: {err}"))
+        batch.append(await attempt(mover, s3, *item))
         if len(batch) >= 64 or time.monotonic() - sent_at > BATCH_SECONDS:
             flush()
 
