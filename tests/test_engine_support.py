@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -217,15 +218,23 @@ def plugin_registered(name: str, plugin: object) -> Iterator[None]:
 
 class StepReporter:
     """Plugin printing ``step N`` after every optimizer step and ``rank R stopped at step S``
-    at the end, flushed: a test follows the run on stdout instead of polling files."""
+    at the end, flushed: a test follows the run on stdout instead of polling files.
+
+    Each line is one ``write`` (``print`` writes the text and its newline separately): DDP
+    ranks share the pipe, and two ranks' separate writes interleaved into ``step 8step 8``."""
+
+    @staticmethod
+    def _say(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
     @visionforge.hookimpl
     def visionforge_train_step_end(self, trainer: Any, step: int, losses: Any) -> None:
-        print(f"step {step}", flush=True)
+        self._say(f"step {step}")
 
     @visionforge.hookimpl
     def visionforge_train_end(self, trainer: Any, metrics: Any) -> None:
-        print(f"rank {trainer.dist.rank} stopped at step {trainer.global_step}", flush=True)
+        self._say(f"rank {trainer.dist.rank} stopped at step {trainer.global_step}")
 
 
 def _main() -> int:
