@@ -12,6 +12,7 @@ import pytest
 import torch
 import torchvision
 from torchvision import tv_tensors
+from torchvision.ops import FrozenBatchNorm2d
 
 import visionforge
 from visionforge_dino.detr.matcher import HungarianMatcher
@@ -194,3 +195,27 @@ def test_backbone_from_timm_or_torchvision_with_imagenet_weights(tmp_path: Path)
             n.split(".")[0] for n, p in model.backbone.body.named_parameters() if p.requires_grad
         }
         assert trainable == {"layer2", "layer3", "layer4"}
+
+
+@pytest.mark.parametrize("source", ["torchvision", "timm"])
+def test_backbone_from_random_weights_trains_its_batch_norm_and_every_stage(
+    source: str, tmp_path: Path
+) -> None:
+    model = visionforge.models.build({**TINY, "backbone_source": source, "backbone_norm": "batch"})
+    body = model.backbone.body
+    norms = [m for m in body.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and not any(isinstance(m, FrozenBatchNorm2d) for m in body.modules())
+    assert all(p.requires_grad for p in body.parameters())  # stem and layer1 too
+    stem_mean = body.state_dict()["bn1.running_mean"].clone()
+    model.train()
+    model.backbone(torch.rand(2, 3, 64, 64), torch.zeros(2, 64, 64, dtype=torch.bool))
+    assert not torch.equal(body.state_dict()["bn1.running_mean"], stem_mean)  # updated
+
+    imagenet = torchvision.models.resnet18(weights=None).state_dict()
+    path = tmp_path / "resnet18.pth"
+    torch.save({k: v for k, v in imagenet.items() if "num_batches" not in k}, path)
+    loaded = visionforge.models.build(
+        {**TINY, "backbone_source": source, "backbone_norm": "batch", "backbone_weights": str(path)}
+    )
+    state = loaded.backbone.body.state_dict()
+    assert torch.equal(state["layer4.1.bn2.running_var"], imagenet["layer4.1.bn2.running_var"])

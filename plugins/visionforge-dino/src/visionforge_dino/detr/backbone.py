@@ -7,7 +7,7 @@ under ``backbone.0.body.``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import timm
@@ -22,6 +22,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from visionforge.errors import CheckpointError, ConfigError
 
 BackboneSource = Literal["torchvision", "timm"]
+BackboneNorm = Literal["frozen", "batch"]
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 _TIMM_STAGE_INDEX = {"layer1": 1, "layer2": 2, "layer3": 3, "layer4": 4}
 _TRAINABLE_STAGES = ("layer2", "layer3", "layer4")  # as the original: stem and layer1 frozen
@@ -34,8 +35,14 @@ def _frozen_batch_norm(
     return FrozenBatchNorm2d(num_features).to(device=device, dtype=dtype)
 
 
+_NORM_LAYERS: dict[str, Callable[..., nn.Module]] = {
+    "frozen": _frozen_batch_norm,
+    "batch": nn.BatchNorm2d,
+}
+
+
 def _torchvision_trunk(
-    name: str, stages: Sequence[str], dilation: bool
+    name: str, stages: Sequence[str], dilation: bool, norm: BackboneNorm
 ) -> tuple[nn.Module, list[int]]:
     known = torchvision.models.list_models(module=torchvision.models)
     if not name.startswith("resnet") or name not in known:
@@ -44,7 +51,7 @@ def _torchvision_trunk(
     net = torchvision.models.get_model(
         name,
         weights=None,
-        norm_layer=FrozenBatchNorm2d,
+        norm_layer=_NORM_LAYERS[norm],
         replace_stride_with_dilation=[False, False, dilation],
     )
     last_blocks = [getattr(net, s)[-1] for s in stages]
@@ -54,7 +61,9 @@ def _torchvision_trunk(
     return IntermediateLayerGetter(net, return_layers={s: s for s in stages}), channels
 
 
-def _timm_trunk(name: str, stages: Sequence[str], dilation: bool) -> tuple[nn.Module, list[int]]:
+def _timm_trunk(
+    name: str, stages: Sequence[str], dilation: bool, norm: BackboneNorm
+) -> tuple[nn.Module, list[int]]:
     if not timm.is_model(name) or "resnet" not in name:
         raise ConfigError(
             f"model.backbone: {name!r} is not a timm ResNet (timm.list_models('*resnet*'))"
@@ -64,7 +73,7 @@ def _timm_trunk(name: str, stages: Sequence[str], dilation: bool) -> tuple[nn.Mo
         pretrained=False,
         features_only=True,
         out_indices=tuple(_TIMM_STAGE_INDEX[s] for s in stages),
-        norm_layer=_frozen_batch_norm,
+        norm_layer=_NORM_LAYERS[norm],
         output_stride=16 if dilation else 32,
     )
     feature_info: timm.models.FeatureInfo = net.feature_info  # type: ignore[assignment]
@@ -77,6 +86,11 @@ class ResNetBackbone(nn.Module):
     ``mask`` is ``Bool[B,H,W]`` (True = padding) and is resized to each feature map with
     nearest interpolation, as in the original. ``body`` holds the trunk; ``num_channels``
     lists each returned stage's channel count.
+
+    ``norm="frozen"`` (the original, for ImageNet weights): frozen batch statistics, stem and
+    layer1 not trained. ``norm="batch"`` (a trunk trained from random weights): BatchNorm
+    updated in training and every stage trained; frozen statistics of random weights leave
+    the trunk unnormalised.
     """
 
     def __init__(
@@ -87,6 +101,7 @@ class ResNetBackbone(nn.Module):
         stages: Sequence[str] = ("layer4",),
         dilation: bool = False,
         trainable: bool = True,
+        norm: BackboneNorm = "frozen",
     ) -> None:
         super().__init__()
         unknown = [s for s in stages if s not in STAGES]
@@ -94,9 +109,10 @@ class ResNetBackbone(nn.Module):
             raise ConfigError(f"backbone stages {list(stages)}: choose from {STAGES}")
         self.stages = tuple(stages)
         make = _torchvision_trunk if source == "torchvision" else _timm_trunk
-        self.body, self.num_channels = make(name, self.stages, dilation)
+        self.body, self.num_channels = make(name, self.stages, dilation, norm)
         for param_name, param in self.body.named_parameters():
-            param.requires_grad_(trainable and param_name.startswith(_TRAINABLE_STAGES))
+            in_trained_stage = norm == "batch" or param_name.startswith(_TRAINABLE_STAGES)
+            param.requires_grad_(trainable and in_trained_stage)
 
     def _features(self, images: torch.Tensor) -> list[torch.Tensor]:
         out = self.body(images)
@@ -122,7 +138,7 @@ def load_backbone_weights(
     kept = {k: v for k, v in state.items() if k in own}
     ignored = {k for k in state if k.startswith("fc.") or k.endswith("num_batches_tracked")}
     unexpected = sorted(set(state) - set(kept) - ignored)
-    missing = sorted(set(own) - set(kept))
+    missing = sorted(k for k in set(own) - set(kept) if not k.endswith("num_batches_tracked"))
     wrong = sorted(k for k, v in kept.items() if tuple(v.shape) != tuple(own[k].shape))
     if missing or unexpected or wrong:
         raise CheckpointError(
@@ -131,4 +147,4 @@ def load_backbone_weights(
             f"{len(wrong)} of another shape {wrong[:3]}; pass the ImageNet weights of the "
             "same ResNet"
         )
-    backbone.body.load_state_dict(kept)
+    backbone.body.load_state_dict(kept, strict=False)  # strict about everything but counters

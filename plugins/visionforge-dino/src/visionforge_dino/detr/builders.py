@@ -21,6 +21,7 @@ def build_detr(cfg: DetrModelConfig) -> DETR:
         stages=("layer4",),
         dilation=cfg.dilation,
         trainable=cfg.train_backbone,
+        norm=cfg.backbone_norm,
     )
     if cfg.backbone_weights is not None:
         load_backbone_weights(backbone, load_weights(cfg.backbone_weights), cfg.backbone_weights)

@@ -27,6 +27,12 @@ class DetectorConfig(ComponentConfig):
         None, description="ImageNet weights of the backbone (local torchvision/timm file or URL)"
     )
     train_backbone: bool = Field(True, description="False: freeze the whole backbone")
+    backbone_norm: Literal["frozen", "batch"] = Field(
+        "frozen",
+        description="frozen: frozen batch statistics, stem and layer1 frozen (the original, "
+        "for ImageNet weights); batch: BatchNorm trained with every stage (a backbone from "
+        "random weights)",
+    )
     hidden_dim: int = Field(256, ge=2)
     nheads: int = Field(8, ge=1)
     dec_layers: int = Field(6, ge=1)

@@ -21,6 +21,7 @@ def build_dino(cfg: DinoModelConfig) -> DINO:
         source=cfg.backbone_source,
         stages=tuple(cfg.backbone_stages),
         trainable=cfg.train_backbone,
+        norm=cfg.backbone_norm,
     )
     if cfg.backbone_weights is not None:
         load_backbone_weights(backbone, load_weights(cfg.backbone_weights), cfg.backbone_weights)
