@@ -87,6 +87,7 @@ RUN: tuple[tuple[str, str], ...] = (
         "examples/detection_quickstart/README.md",
         "visionforge train examples/detection_quickstart/recipe.yaml",
     ),
+    ("README.md", "python examples/detection_quickstart/make_images.py /tmp/shapes_readme"),
 )
 """Blocks the slow test runs as written, in this order (later ones use earlier outputs)."""
 
@@ -138,7 +139,8 @@ SKIP: dict[tuple[str, str], str] = {
         "same chain on generated cards"
     ),
     ("docs/index.md", "visionforge plugins"): (
-        "the README quickstart block trains the same recipe; the install line is .ci/run's"
+        "examples/quickstart/README.md's block (RUN) trains the same recipe; the install line "
+        "is .ci/run's"
     ),
     ("docs/writing-a-plugin.md", "visionforge plugins"): (
         "tests/test_plugin_template.py installs the template and trains its recipe"
@@ -297,6 +299,14 @@ def test_install_lines_take_reviewed_forms_that_ci_runs() -> None:
         if groups.get("plugin"):
             assert (ROOT / "plugins" / groups["plugin"]).is_dir(), f"{file}: {line}"
         assert ci_line in ci, f".ci/run does not run the form of {file}: {line}"
+
+
+def test_ci_runs_the_readme_one_command_quickstart_as_written() -> None:
+    one_command = [
+        c for b in blocks() if b.file == "README.md" for c in b.commands if "visionforge train" in c
+    ]
+    assert len(one_command) == 1, one_command
+    assert one_command[0] in " ".join(CI.read_text().split()), one_command[0]
 
 
 def test_every_block_runs_or_says_why_not() -> None:

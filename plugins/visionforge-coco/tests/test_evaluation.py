@@ -12,6 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from visionforge.engine.evaluation import share_class_names
 from visionforge_coco.analysis import analyze_errors
 from visionforge_coco.configs import CocoEvaluatorConfig
 from visionforge_coco.evaluation import METRIC_NAMES, best_f1, evaluate_coco
@@ -258,4 +259,9 @@ def test_evaluator_without_annotations_uses_targets() -> None:
         boxes = target["boxes"].as_subclass(torch.Tensor) / 2  # back to the original 40 px
         det = {"boxes": boxes, "scores": torch.ones(len(boxes)), "labels": target["labels"]}
         evaluator.update({"detections": [det]}, {"target": [target]})
-    assert evaluator.compute()["AP"] == pytest.approx(1.0)
+    metrics = evaluator.compute()
+    assert metrics["AP"] == pytest.approx(1.0)
+    assert {k for k in metrics if k.startswith("AP/")} <= {f"AP/{i}" for i in range(3)}
+    share_class_names(ds, evaluator)  # what the trainer does: per-class metrics by name
+    named = {k for k in evaluator.compute() if k.startswith("AP/")}
+    assert named and named <= {f"AP/{n}" for n in ds.class_names}

@@ -29,7 +29,10 @@ from visionforge_coco.report import write_eval_report
 
 
 class CocoEvaluator:
-    """Accumulates detections (and, without an annotations file, ground truth) per image."""
+    """Accumulates detections (and, without an annotations file, ground truth) per image.
+
+    Without an annotations file, per-class metrics are named by ``class_names`` (given by the
+    trainer from the dataset, :class:`~visionforge.interfaces.NamedClasses`), else by label."""
 
     primary_metric = "AP"
     mode: Literal["max", "min"] = "max"
@@ -39,6 +42,7 @@ class CocoEvaluator:
         self.iou_type = iou_type
         self.ground_truth: dict[str, Any] | None = None
         self.category_ids: list[int] | None = None
+        self.class_names: list[str] | None = None
         if cfg.annotations is not None:
             self.ground_truth = load_ground_truth(cfg.annotations)
             self.category_ids = contiguous_categories(self.ground_truth)[0]
@@ -156,10 +160,14 @@ class CocoEvaluator:
             gt = {
                 "images": sorted(images.values(), key=lambda img: img["id"]),
                 "annotations": [{**g, "id": i + 1} for i, g in enumerate(gts)],
-                "categories": [{"id": c, "name": str(c)} for c in cats],
+                "categories": [{"id": c, "name": self._class_name(c)} for c in cats],
             }
         self.last = evaluate_coco(gt, detections, iou_type=self.iou_type, engine=self.cfg.engine)
         return self.last.flat_metrics()
+
+    def _class_name(self, label: int) -> str:
+        names = self.class_names
+        return names[label] if names is not None and 0 <= label < len(names) else str(label)
 
     def write_report(self, out_dir: str) -> list[str]:
         """metrics.json, per-class and error tables, PR-curve and error PNGs."""
