@@ -181,9 +181,16 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+MAX_CURVES = 10
+"""Most curves a metrics panel draws: a detector reports dozens of figures per epoch (per-class
+AP, COCO's size breakdown, every loss term of every decoder layer)."""
+
+
 def plot_curves(history: Sequence[Row], path: Path, title: str | None = None) -> Path:
     """training_curves.png against epochs (1 = the end of the first epoch): train loss per
-    logged step with the epoch means, the learning rate, and the epoch metrics."""
+    logged step with the epoch means, the learning rate, the validation metrics and the
+    training loss terms (each at most :data:`MAX_CURVES` headline curves, see
+    :func:`headline_keys`)."""
     from matplotlib.figure import Figure  # Agg canvas, no pyplot state
     from matplotlib.ticker import MaxNLocator
 
@@ -192,11 +199,17 @@ def plot_curves(history: Sequence[Row], path: Path, title: str | None = None) ->
     at_epoch = _epoch_position(epochs)
     axis = "epoch" if at_epoch is not None else "optimizer step"
     where = at_epoch or (lambda step: float(step))
-    metric_keys = sorted(
-        {k for r in epochs for k in r if k.startswith(("val/", "train/")) and k != "train/loss"}
-    )
-    panels = 2 + (1 if metric_keys else 0)
-    fig = Figure(figsize=(5 * panels, 4), layout="constrained")
+    groups = [
+        (name, keys)
+        for name, keys in (
+            ("validation", headline_keys(epochs, "val/")),
+            ("training loss terms", headline_keys(epochs, "train/")),
+        )
+        if keys
+    ]
+    legend_rows = max([math.ceil(len(keys) / 2) for _, keys in groups], default=0)
+    panels = 2 + len(groups)
+    fig = Figure(figsize=(4.5 * panels, 4 + 0.22 * legend_rows), layout="constrained")
     if title:
         fig.suptitle(title)
     axes = fig.subplots(1, panels, squeeze=False)[0]
@@ -217,26 +230,24 @@ def plot_curves(history: Sequence[Row], path: Path, title: str | None = None) ->
         ax_loss.legend()
     ax_lr.set(title="learning rate", xlabel=axis)
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-    if metric_keys:
-        ax_metrics = axes[2]
-        for key in metric_keys:
+    for ax, (name, keys) in zip(axes[2:], groups, strict=True):
+        for key in keys:
             points = [(r["epoch"], r[key]) for r in epochs if _finite(r.get(key))]
-            if points:
-                line = ax_metrics.plot(*zip(*points, strict=True), "o-", label=key)[0]
-                x, y = points[-1]
-                ax_metrics.annotate(
-                    f"{y:.3g}",
-                    (x, y),
-                    textcoords="offset points",
-                    xytext=(4, 4),
-                    color=line.get_color(),
-                    fontsize="small",
-                )
-        ax_metrics.set(title="epoch metrics", xlabel="epoch")
-        ax_metrics.margins(x=0.12, y=0.1)
-        ax_metrics.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax_metrics.grid(alpha=0.3)
-        ax_metrics.legend(fontsize="small")
+            line = ax.plot(*zip(*points, strict=True), "o-", ms=3, label=key)[0]
+            x, y = points[-1]
+            ax.annotate(
+                f"{y:.3g}",
+                (x, y),
+                textcoords="offset points",
+                xytext=(4, 0),
+                color=line.get_color(),
+                fontsize="x-small",
+            )
+        ax.set(title=name, xlabel="epoch")
+        ax.margins(x=0.15, y=0.1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small", ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     last = max([*step_x, *(where(r["step"]) for r in epochs)], default=0.0)
     for ax in (ax_loss, ax_lr):
         ax.grid(alpha=0.3)
@@ -247,6 +258,27 @@ def plot_curves(history: Sequence[Row], path: Path, title: str | None = None) ->
     with storage.atomic_local_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     return path
+
+
+def headline_keys(epochs: Sequence[Row], prefix: str) -> list[str]:
+    """The epoch metrics under ``prefix`` worth a curve, at most :data:`MAX_CURVES`, in the
+    order they were logged. Left out: ``train/loss`` (the loss panel's), per-class figures (a
+    second ``/``, e.g. ``val/AP/cat``), series never finite and >= 0 (COCO's -1 for an absent
+    size range) and series equal to an earlier one (``APs`` = ``AP`` when every object is
+    small). Past the limit the shortest names stay: aggregates (``loss_ce``) before their
+    per-layer parts (``loss_ce_dn_0``)."""
+    seen: dict[str, None] = {}
+    for row in epochs:
+        for key in row:
+            if key.startswith(prefix) and key != "train/loss" and key.count("/") == 1:
+                seen.setdefault(key, None)
+    series: dict[str, tuple[float | None, ...]] = {}
+    for key in seen:
+        values = tuple(float(r[key]) if _finite(r.get(key)) else None for r in epochs)
+        if any(v is not None and v >= 0 for v in values) and values not in series.values():
+            series[key] = values
+    shortest = set(sorted(series, key=len)[:MAX_CURVES])
+    return [key for key in series if key in shortest]
 
 
 def _epoch_position(epochs: Sequence[Row]) -> Callable[[float], float] | None:
