@@ -17,6 +17,7 @@ from torchvision.io import decode_png, read_file
 from visionforge.cli import main
 from visionforge.config import recipe_from_dict
 from visionforge.engine import Trainer
+from visionforge.prediction import MIN_DRAWN_SIDE
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +60,11 @@ def test_predict_draws_pngs_and_writes_coco_results(
         drawn = decode_png(read_file(str(out / f"img{i}.png")))
         pixels = np.array(Image.open(tmp_path / "images" / f"img{i}.png"))
         original = torch.from_numpy(pixels).permute(2, 0, 1)
-        assert drawn.shape == (3, height, width)
-        assert not torch.equal(drawn, original)  # boxes were drawn
+        factor = -(-MIN_DRAWN_SIDE // max(height, width))  # small images are drawn enlarged
+        enlarged = original.repeat_interleave(factor, 1).repeat_interleave(factor, 2)
+        assert drawn.shape == (3, height * factor, width * factor)
+        same = (drawn == enlarged).all(dim=0).float().mean()
+        assert 0.2 < same < 1  # boxes and labels drawn over the enlarged image
     assert main([*argv, "--score-threshold", "1.01", "--device", "cpu"]) == 0
     assert json.loads((out / "detections.json").read_text()) == []
 

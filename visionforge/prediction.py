@@ -172,19 +172,31 @@ def _colour(label: int) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
+MIN_DRAWN_SIDE = 512
+"""Images whose longer side is shorter are enlarged (by a whole factor, nearest pixel) before
+the boxes are drawn, so class names and scores stay legible on small inputs."""
+
+
 def draw(result: ImageResult, names: list[str] | None) -> bytes:
-    """The image with its boxes, class names and scores drawn, as PNG bytes."""
+    """The image with its boxes, class names and scores drawn, as PNG bytes; images smaller
+    than :data:`MIN_DRAWN_SIDE` are enlarged first (the COCO results keep the image's own
+    pixels)."""
+    image, boxes = result.image, result.boxes
+    factor = -(-MIN_DRAWN_SIDE // max(image.shape[-2:]))  # ceil
+    if factor > 1:
+        image = image.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+        boxes = boxes * factor
     labels = [
         f"{names[int(c)] if names and int(c) < len(names) else int(c)} {float(s):.2f}"
         for c, s in zip(result.labels, result.scores, strict=True)
     ]
     from matplotlib import font_manager
 
-    side = max(result.image.shape[-2:])
+    side = max(image.shape[-2:])
     colours = [_colour(int(c)) for c in result.labels]
     drawn = draw_bounding_boxes(
-        result.image,
-        result.boxes,
+        image,
+        boxes,
         labels=labels,
         colors=colours,
         width=max(2, round(side / 300)),

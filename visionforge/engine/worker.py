@@ -59,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "best_checkpoint": result.best_checkpoint,
             "stopped_by_signal": result.stopped_by_signal,
         }
-        print(json.dumps(summary))
+        sys.stdout.write(json.dumps(summary) + "\n")  # one write: ranks share the pipe
+        sys.stdout.flush()
     return 0
 
 

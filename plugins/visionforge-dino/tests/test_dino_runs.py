@@ -28,6 +28,7 @@ from visionforge.components.configs import OnnxExporterConfig
 from visionforge.config import recipe_from_dict
 from visionforge.engine import Trainer, load_checkpoint
 from visionforge.export.onnx import OnnxExporter
+from visionforge.prediction import MIN_DRAWN_SIDE
 
 LAUNCHER = Path(__file__).resolve().parents[3] / "tests" / "detection_support.py"
 """The core tests' training script (``--kill-at STEP`` SIGKILLs after that step)."""
@@ -130,7 +131,9 @@ def test_predict_draws_pngs_and_writes_coco_results(dino_checkpoint: str, tmp_pa
     for i, (height, width) in enumerate(sizes):
         drawn = decode_png(read_file(str(out / f"img{i}.png")))
         original = torch.from_numpy(np.array(Image.open(images / f"img{i}.png"))).permute(2, 0, 1)
-        assert drawn.shape == (3, height, width) and not torch.equal(drawn, original)
+        factor = -(-MIN_DRAWN_SIDE // max(height, width))  # small images are drawn enlarged
+        enlarged = original.repeat_interleave(factor, 1).repeat_interleave(factor, 2)
+        assert drawn.shape == enlarged.shape and not torch.equal(drawn, enlarged)
     assert main([*argv, "--score-threshold", "1.01"]) == 0
     assert json.loads((out / "detections.json").read_text()) == []
 
