@@ -95,6 +95,12 @@ class NamedClasses(Protocol):
     class_names: list[str]
 
 
+def class_name(names: Sequence[str] | None, label: int) -> str:
+    """The name of class index ``label`` in ``names`` (a :class:`NamedClasses`' list); the
+    index itself when ``names`` does not cover it."""
+    return names[label] if names is not None and 0 <= label < len(names) else str(label)
+
+
 @runtime_checkable
 class CollatingDataset(Protocol):
     """A dataset whose items need their own collate (e.g. detection: padding + mask)."""

@@ -30,7 +30,7 @@ from visionforge.config import Recipe
 from visionforge.data import IMAGENET_MEAN, IMAGENET_STD, detection_collate
 from visionforge.engine.batch import ImagePreparer, move_to_device
 from visionforge.errors import ConfigError, VisionforgeError
-from visionforge.interfaces import CategoryMapped, NamedClasses, Predictor
+from visionforge.interfaces import CategoryMapped, NamedClasses, Predictor, class_name
 from visionforge.registry import REGISTRIES
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -187,7 +187,7 @@ def draw(result: ImageResult, names: list[str] | None) -> bytes:
         image = image.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
         boxes = boxes * factor
     labels = [
-        f"{names[int(c)] if names and int(c) < len(names) else int(c)} {float(s):.2f}"
+        f"{class_name(names, int(c))} {float(s):.2f}"
         for c, s in zip(result.labels, result.scores, strict=True)
     ]
     from matplotlib import font_manager

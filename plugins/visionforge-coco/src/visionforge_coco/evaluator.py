@@ -21,6 +21,7 @@ import torch.distributed as dist
 from pycocotools import mask as mask_utils
 
 from visionforge.errors import ConfigError
+from visionforge.interfaces import class_name
 from visionforge_coco.cocofile import contiguous_categories
 from visionforge_coco.configs import CocoEvaluatorConfig
 from visionforge_coco.evaluation import CocoEvalResult, IouType, evaluate_coco, load_ground_truth
@@ -160,14 +161,10 @@ class CocoEvaluator:
             gt = {
                 "images": sorted(images.values(), key=lambda img: img["id"]),
                 "annotations": [{**g, "id": i + 1} for i, g in enumerate(gts)],
-                "categories": [{"id": c, "name": self._class_name(c)} for c in cats],
+                "categories": [{"id": c, "name": class_name(self.class_names, c)} for c in cats],
             }
         self.last = evaluate_coco(gt, detections, iou_type=self.iou_type, engine=self.cfg.engine)
         return self.last.flat_metrics()
-
-    def _class_name(self, label: int) -> str:
-        names = self.class_names
-        return names[label] if names is not None and 0 <= label < len(names) else str(label)
 
     def write_report(self, out_dir: str) -> list[str]:
         """metrics.json, per-class and error tables, PR-curve and error PNGs."""
