@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,15 +141,25 @@ class _Syncer:
 
     # ------------------------------------------------------------------ listing
 
-    async def _tree(self, s3: S3, url: str) -> dict[str, FileState]:
-        """Files under ``url``; for S3 with the sizes and hashes its manifest records."""
-        if not is_s3(url):
-            root = Path(url)
-            return await asyncio.to_thread(_local_tree, root) if root.is_dir() else {}
+    async def _walk(self, url: str) -> dict[str, FileState]:
+        root = Path(url)
+        return await asyncio.to_thread(_local_tree, root) if root.is_dir() else {}
+
+    async def _listing(
+        self, s3: S3, url: str, other: Awaitable[dict[str, FileState]] | None = None
+    ) -> dict[str, FileState]:
+        """Files under S3 ``url``, with the sizes and hashes its manifest records; the
+        manifest's keys (else ``other``'s, the local side's) guide a parallel listing."""
         from botocore.exceptions import ConnectionError as EndpointError
 
+        manifest = asyncio.ensure_future(s3.read_manifest(url))
+
+        async def hints() -> Iterable[str]:
+            known = await manifest
+            return known or (await other if other is not None else {})
+
         try:
-            files, known = await asyncio.gather(s3.tree(url), s3.read_manifest(url))
+            files, known = await asyncio.gather(s3.tree(url, hints()), manifest)
         except (FileNotFoundError, PermissionError) as err:
             raise SyncError(f"{url}: cannot list it ({err}); check the bucket and access") from err
         except (EndpointError, OSError) as err:
@@ -163,12 +173,29 @@ class _Syncer:
                 state.sha256, state.mtime_ns = entry.sha256, entry.mtime_ns
         return files
 
+    async def _trees(self, s3: S3) -> tuple[dict[str, FileState], dict[str, FileState]]:
+        """(source files, destination files)."""
+        if is_s3(self.source) and is_s3(self.destination):
+            src, dst = await asyncio.gather(
+                self._listing(s3, self.source), self._listing(s3, self.destination)
+            )
+            return src, dst
+        local_url, remote_url = (
+            (self.source, self.destination)
+            if is_s3(self.destination)
+            else (self.destination, self.source)
+        )
+        walk = asyncio.ensure_future(self._walk(local_url))
+        try:
+            remote = await self._listing(s3, remote_url, walk)
+        finally:
+            local = await walk
+        return (local, remote) if local_url == self.source else (remote, local)
+
     async def _plan(self, s3: S3) -> tuple[dict[str, FileState], _Plan]:
         if not is_s3(self.source) and not Path(self.source).is_dir():
             raise SyncError(f"{self.source}: not a folder (sync copies folder trees)")
-        src, dst = await asyncio.gather(
-            self._tree(s3, self.source), self._tree(s3, self.destination)
-        )
+        src, dst = await self._trees(s3)
         if is_s3(self.destination):
             self.dst_manifest = {k: v for k, v in dst.items() if v.sha256}
         same_size = [k for k, s in src.items() if k in dst and dst[k].size == s.size]

@@ -11,8 +11,10 @@ with ``datetime.fromisoformat`` instead of dateutil (4,197 of them cost seconds)
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -61,14 +63,17 @@ def _loader(data_path: str | None) -> Any:
 
 def _session() -> Any:
     """An aiobotocore session (standard AWS configuration: credentials, region and endpoint
-    are resolved afresh for each sync) whose parsers use :func:`fast_timestamp`."""
+    are resolved afresh for each sync) whose parsers read listings in one pass
+    (:mod:`visionforge_aws.sync_listing`) and timestamps with :func:`fast_timestamp`."""
     from aiobotocore.session import AioSession
+
+    from visionforge_aws.sync_listing import ListingParserFactory
 
     session = AioSession()
     session.register_component("data_loader", _loader(session.get_config_variable("data_path")))
-    session.get_component("response_parser_factory").set_parser_defaults(
-        timestamp_parser=fast_timestamp
-    )
+    parsers = ListingParserFactory()
+    parsers.set_parser_defaults(timestamp_parser=fast_timestamp)
+    session.register_component("response_parser_factory", parsers)
     return session
 
 
@@ -97,6 +102,20 @@ def _config(concurrency: int) -> dict[str, Any]:
     return config
 
 
+async def _awaited(hints: Awaitable[Iterable[str]] | None) -> Iterable[str]:
+    return () if hints is None else await hints
+
+
+def _entries(page: dict[str, Any], start: str) -> dict[str, FileState]:
+    """A listing page's files, by name relative to ``start``."""
+    files: dict[str, FileState] = {}
+    for item in page.get("Contents", []):
+        name = item["Key"][len(start) :]
+        if name and not name.endswith("/") and name != MANIFEST_NAME:
+            files[name] = FileState(int(item["Size"]))
+    return files
+
+
 class S3:
     """The async s3fs filesystem a sync uses, and the few calls it makes."""
 
@@ -110,6 +129,7 @@ class S3:
             config_kwargs=_config(concurrency),
         )
         self.fs.retries = 1
+        self.concurrency = concurrency
         self.client: Any = None
 
     async def __aenter__(self) -> S3:
@@ -120,22 +140,73 @@ class S3:
         if self.client is not None:
             await self.client.close()
 
-    async def tree(self, prefix: str) -> dict[str, FileState]:
-        """Objects under ``prefix``, by relative key: one paginated ListObjectsV2 (no HEAD,
-        no s3fs directory cache); folder placeholders and the manifest are left out."""
+    async def tree(
+        self, prefix: str, hints: Awaitable[Iterable[str]] | None = None
+    ) -> dict[str, FileState]:
+        """Objects under ``prefix``, by relative key (no HEAD, no s3fs directory cache);
+        folder placeholders and the manifest are left out.
+
+        The first page is asked for at once; if there are more, ``hints`` (the relative keys
+        expected there, awaited meanwhile) cut the rest into ranges listed in parallel
+        (:func:`~visionforge_aws.sync_listing.key_ranges`). The result does not depend on
+        the hints, only the number of requests in a row does."""
+        from visionforge_aws.sync_listing import PAGE_KEYS, key_ranges
+
         bucket, _, key = strip(prefix).partition("/")
         start = f"{key}/" if key else ""
-        files: dict[str, FileState] = {}
-        page: dict[str, Any] = {"IsTruncated": True}
-        while page.get("IsTruncated"):
+        request = {"Bucket": bucket, "Prefix": start, "MaxKeys": PAGE_KEYS}
+        page, expected = await asyncio.gather(
+            self.fs._call_s3("list_objects_v2", **request), _awaited(hints)
+        )
+        files = _entries(page, start)
+        if not page.get("IsTruncated"):
+            return files
+        if not page.get("Contents"):  # no key to start ranges after: page by page
             token = page.get("NextContinuationToken")
-            more = {"ContinuationToken": token} if token else {}
-            page = await self.fs._call_s3("list_objects_v2", Bucket=bucket, Prefix=start, **more)
-            for item in page.get("Contents", []):
-                name = item["Key"][len(start) :]
-                if name and not name.endswith("/") and name != MANIFEST_NAME:
-                    files[name] = FileState(int(item["Size"]))
+            files.update(await self._list_range(bucket, start, None, None, token))
+            return files
+        after = page["Contents"][-1]["Key"][len(start) :]
+        ranges = key_ranges(k for k in expected if k > after)
+        ranges[0] = (after, ranges[0][1])
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def listed(after: str | None, upto: str | None) -> dict[str, FileState]:
+            async with gate:
+                return await self._list_range(bucket, start, after, upto)
+
+        for part in await asyncio.gather(*(listed(a, b) for a, b in ranges)):
+            files.update(part)
         return files
+
+    async def _list_range(
+        self,
+        bucket: str,
+        start: str,
+        after: str | None,
+        upto: str | None,
+        token: str | None = None,
+    ) -> dict[str, FileState]:
+        """The objects under ``start`` with ``after < name <= upto`` (relative names; None:
+        unbounded), and those on the last page past ``upto``: one ListObjectsV2 page after
+        the other (from ``token`` if given)."""
+        from visionforge_aws.sync_listing import PAGE_KEYS
+
+        last = None if upto is None else start + upto
+        request: dict[str, Any] = {"Bucket": bucket, "Prefix": start, "MaxKeys": PAGE_KEYS}
+        if token is not None:
+            request["ContinuationToken"] = token
+        elif after is not None:
+            request["StartAfter"] = start + after
+        files: dict[str, FileState] = {}
+        while True:
+            page = await self.fs._call_s3("list_objects_v2", **request)
+            files.update(_entries(page, start))  # keys past ``last`` are right too
+            contents = page.get("Contents", [])
+            ended = last is not None and bool(contents) and contents[-1]["Key"] >= last
+            token = page.get("NextContinuationToken")
+            if ended or not page.get("IsTruncated") or not token:
+                return files
+            request = {**request, "ContinuationToken": token}
 
     async def read_manifest(self, prefix: str) -> dict[str, FileState]:
         try:
