@@ -5,7 +5,8 @@
 Generates the tree (not timed), starts SeaweedFS on loopback, and for each repeat times, into
 fresh prefixes, both tools' first sync and their re-sync of the unchanged tree (the order of
 the tools alternates between repeats). Both run as commands (interpreter start-up included);
-our re-sync is also timed through the Python API (``visionforge_aws.sync.sync``). Prints the
+our re-sync is also timed through the Python API (``visionforge_aws.sync.sync``), and so is
+the start-up of our command alone (interpreter, imports, parser, exit; no sync). Prints the
 median and the min-max of each, and the ratios; beside the wall times, where the CPU goes:
 the CPU seconds of the client process and of SeaweedFS per file (on a shared or small machine
 the wall time follows the CPU share each gets), and the load average at start and end. Needs
@@ -31,6 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the SeaweedFS launcher shared with the tests
+
+import s3fs  # noqa: E402, F401  (the sync imports it on first use: not part of the API timing)
 
 from conftest import S3Server, seaweedfs  # noqa: E402
 from visionforge_aws.sync import sync  # noqa: E402
@@ -118,7 +121,15 @@ def main() -> None:
         if args.processes is not None:
             ours_cmd += ["--processes", str(args.processes)]
         aws_cmd = [aws, "s3", "sync", "--only-show-errors"]
-        times: dict[str, list[float]] = {k: [] for k in ("ours1", "ours2", "api2", "aws1", "aws2")}
+        # what any command of ours costs before it syncs anything: the interpreter, the
+        # imports (core, plugins, s3fs, aiobotocore) and the teardown
+        start_cmd = [
+            sys.executable,
+            "-c",
+            "import visionforge.cli, s3fs; visionforge.cli.build_parser()",
+        ]
+        keys = ("ours1", "ours2", "api2", "start", "aws1", "aws2")
+        times: dict[str, list[float]] = {k: [] for k in keys}
         clock = Clock(work / "weed")
 
         def ours(dst: str) -> None:
@@ -129,6 +140,7 @@ def main() -> None:
             )
             assert report.ok and not report.transferred and report.skipped == count, report
             times["api2"].append(report.seconds)
+            times["start"].append(clock.timed("start", start_cmd, env))
             check(server, dst, count)
 
         def theirs(dst: str) -> None:
@@ -150,6 +162,7 @@ def main() -> None:
     print(f"{'re-sync     visionforge':26}{spread(times['ours2']):>28}")
     print(f"{'re-sync     aws s3 sync':26}{spread(times['aws2']):>28}   ratio {again:.2f}x")
     print(f"{'re-sync     Python API':26}{spread(times['api2']):>28}   (no interpreter start-up)")
+    print(f"{'start-up only':26}{spread(times['start']):>28}   (imports, parser, exit; no sync)")
     print("\nCPU seconds, median (min-max): the client process, SeaweedFS meanwhile, per file")
     for name, label in (("ours1", "first sync  visionforge"), ("aws1", "first sync  aws s3 sync")):
         client, weed_cpu = clock.cpu[name], clock.weed[name]
