@@ -16,7 +16,6 @@ from botocore.session import get_session
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import S3Server
 from visionforge_aws import sync_listing
 from visionforge_aws.sync_listing import ListingParserFactory, key_ranges
 from visionforge_aws.sync_s3 import MANIFEST_NAME, S3, FileState, fast_timestamp
@@ -81,6 +80,26 @@ def test_one_pass_parser_reads_what_botocore_reads(body: bytes, list_output_shap
         parser = factory.create_parser("rest-xml")
         parsed.append(asyncio.run(parser.parse(dict(response), list_output_shape)))
     assert plain(parsed[1]) == plain(parsed[0])
+
+
+def test_other_answers_with_lists_parse_as_botocore_parses_them() -> None:
+    """DeleteObjects (``--delete``): booleans, two lists of structures, a missing field."""
+    body = (
+        f'<DeleteResult xmlns="{S3_NS}">'
+        "<Deleted><Key>a</Key><DeleteMarker>true</DeleteMarker></Deleted>"
+        "<Deleted><Key>b</Key><VersionId>v1</VersionId><DeleteMarker>false</DeleteMarker>"
+        "</Deleted><Error><Key>c</Key><Code>AccessDenied</Code><Message>no</Message></Error>"
+        "</DeleteResult>"
+    ).encode()
+    shape = get_session().get_service_model("s3").operation_model("DeleteObjects").output_shape
+    response = {"body": body, "headers": {}, "status_code": 200}
+    generic, ours = (
+        asyncio.run(f.create_parser("rest-xml").parse(dict(response), shape))
+        for f in (AioResponseParserFactory(), ListingParserFactory())
+    )
+    assert ours == generic
+    assert ours["Deleted"][0] == {"Key": "a", "DeleteMarker": True}
+    assert ours["Errors"][0]["Code"] == "AccessDenied"
 
 
 def plain(value: Any) -> Any:
@@ -154,7 +173,7 @@ KEYS = [
 
 
 @pytest.fixture
-def uploaded(s3_bucket: str, s3_server: S3Server) -> str:
+def uploaded(s3_bucket: str, s3_server: Any) -> str:
     """``KEYS`` (with their size as content length) under s3_bucket/data, plus a folder
     placeholder and a sync manifest (neither is listed as a file)."""
     client = s3_server.client()
@@ -195,7 +214,7 @@ def test_tree_lists_the_same_files_whatever_the_hints(
                 requests.append(kwargs)
                 return await call(method, **kwargs)
 
-            s3.fs._call_s3 = counted  # type: ignore[method-assign]
+            s3.fs._call_s3 = counted
 
             async def expected() -> list[str]:
                 return hints or []
@@ -205,9 +224,9 @@ def test_tree_lists_the_same_files_whatever_the_hints(
     files = asyncio.run(listed())
     assert {k: s.size for k, s in files.items()} == {k: i for i, k in enumerate(KEYS)}
     assert all(r["MaxKeys"] == 5 for r in requests)
-    listed = sorted([MANIFEST_NAME, "images/", *KEYS])  # what the bucket holds under data/
+    held = sorted([MANIFEST_NAME, "images/", *KEYS])  # what the bucket holds under data/
     if hint_set == "exact":  # the first page of 5, then one page per range of 4 hints
-        ranges = key_ranges(k for k in KEYS if k > listed[4])
+        ranges = key_ranges(k for k in KEYS if k > held[4])
         assert len(requests) == 1 + len(ranges), requests
     if hint_set == "none":  # page after page
-        assert len(requests) == -(-len(listed) // 5)
+        assert len(requests) == -(-len(held) // 5)

@@ -34,7 +34,7 @@ KeyRange = tuple[str | None, str | None]
 
 
 def key_ranges(hints: Iterable[str]) -> list[KeyRange]:
-    """Consecutive ranges covering every key, each holding :data:`KEYS_PER_RANGE` of
+    """Consecutive ranges covering every key, each holding at most :data:`KEYS_PER_RANGE` of
     ``hints`` (S3 orders keys by their UTF-8 bytes, which is Python's order of ``str``)."""
     keys = sorted(set(hints))
     cuts = keys[KEYS_PER_RANGE - 1 :: KEYS_PER_RANGE]
