@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from visionforge_aws import sync_listing
 from visionforge_aws.sync_listing import ListingParserFactory, key_ranges
-from visionforge_aws.sync_s3 import MANIFEST_NAME, S3, FileState, fast_timestamp
+from visionforge_aws.sync_s3 import MANIFEST_NAME, S3, FileState, _session, fast_timestamp
 
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 XML_TEXT = st.text(
@@ -70,16 +70,27 @@ def list_output_shape() -> Any:
     return get_session().get_service_model("s3").operation_model("ListObjectsV2").output_shape
 
 
+def parsed(parser: Any, body: bytes, shape: Any) -> Any:
+    """``parser``'s reading of a 200 answer with ``body``."""
+    response = {"body": body, "headers": {"x-amz-request-id": "r"}, "status_code": 200}
+    return asyncio.run(parser.parse(response, shape))
+
+
+def botocore_and_ours(body: bytes, shape: Any) -> tuple[Any, Any]:
+    """``body`` read by botocore's REST-XML parser and by ours (both with the sync's
+    timestamp parser)."""
+    readings = []
+    for factory in (AioResponseParserFactory(), ListingParserFactory()):
+        factory.set_parser_defaults(timestamp_parser=fast_timestamp)
+        readings.append(parsed(factory.create_parser("rest-xml"), body, shape))
+    return readings[0], readings[1]
+
+
 @settings(max_examples=300, deadline=None)
 @given(body=listing_xml())
 def test_one_pass_parser_reads_what_botocore_reads(body: bytes, list_output_shape: Any) -> None:
-    response = {"body": body, "headers": {"x-amz-request-id": "r"}, "status_code": 200}
-    parsed = []
-    for factory in (AioResponseParserFactory(), ListingParserFactory()):
-        factory.set_parser_defaults(timestamp_parser=fast_timestamp)
-        parser = factory.create_parser("rest-xml")
-        parsed.append(asyncio.run(parser.parse(dict(response), list_output_shape)))
-    assert plain(parsed[1]) == plain(parsed[0])
+    generic, ours = botocore_and_ours(body, list_output_shape)
+    assert plain(ours) == plain(generic)
 
 
 def test_other_answers_with_lists_parse_as_botocore_parses_them() -> None:
@@ -92,11 +103,7 @@ def test_other_answers_with_lists_parse_as_botocore_parses_them() -> None:
         "</DeleteResult>"
     ).encode()
     shape = get_session().get_service_model("s3").operation_model("DeleteObjects").output_shape
-    response = {"body": body, "headers": {}, "status_code": 200}
-    generic, ours = (
-        asyncio.run(f.create_parser("rest-xml").parse(dict(response), shape))
-        for f in (AioResponseParserFactory(), ListingParserFactory())
-    )
+    generic, ours = botocore_and_ours(body, shape)
     assert ours == generic
     assert ours["Deleted"][0] == {"Key": "a", "DeleteMarker": True}
     assert ours["Errors"][0]["Code"] == "AccessDenied"
@@ -117,8 +124,6 @@ def plain(value: Any) -> Any:
 def test_plain_entries_are_read_in_one_pass_and_others_by_botocore(
     list_output_shape: Any,
 ) -> None:
-    from visionforge_aws.sync_s3 import _session
-
     factory = _session().get_component("response_parser_factory")
     assert isinstance(factory, ListingParserFactory)  # the parsers the sync's client uses
     plain = "<Contents><Key>a.jpg</Key><Size>7</Size><ETag>&quot;x&quot;</ETag></Contents>"
@@ -134,10 +139,9 @@ def test_plain_entries_are_read_in_one_pass_and_others_by_botocore(
 
         parser._parse_shape = spy
         body = f'<ListBucketResult xmlns="{S3_NS}"><IsTruncated>false</IsTruncated>{entry}'
-        response = {"body": (body + "</ListBucketResult>").encode(), "headers": {}}
-        parsed = asyncio.run(parser.parse({**response, "status_code": 200}, list_output_shape))
+        answer = parsed(parser, f"{body}</ListBucketResult>".encode(), list_output_shape)
         assert ("Object" in shapes) is by_botocore, shapes
-        assert parsed["Contents"][0]["Key"] in ("a.jpg", "b.jpg")
+        assert answer["Contents"][0]["Key"] in ("a.jpg", "b.jpg")
 
 
 @given(
